@@ -1,0 +1,199 @@
+"""Small MNIST classifiers with optional batch normalisation.
+
+The models reproduce the settings studied in the batch-normalisation paper: a fully connected
+network whose hidden layers may be normalised before or after the nonlinearity, optionally started
+from a "small Gaussian" initialisation, and a small convolutional network with ``BatchNorm2d``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
+
+__all__ = ["ACTIVATIONS", "NORMS_1D", "NORMS_2D", "build_mlp", "SmallCNN", "build_cnn"]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+}
+
+# Normalisation layers by name: each factory takes the number of features (channels). A new
+# normalisation (LayerNorm, GroupNorm, ...) only needs an entry here; "none" means no layer.
+NORMS_1D: dict[str, Callable[[int], nn.Module] | None] = {
+    "none": None,
+    "torch": nn.BatchNorm1d,
+    "bnlib": BatchNorm1d,
+}
+NORMS_2D: dict[str, Callable[[int], nn.Module] | None] = {
+    "none": None,
+    "torch": nn.BatchNorm2d,
+    "bnlib": BatchNorm2d,
+}
+
+BN_POSITIONS = ("before", "after")
+
+
+def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"unknown {kind} {value!r}: expected one of {', '.join(map(repr, choices))}"
+        )
+
+
+def _seeded_build(seed: int | None, build: Callable[[], nn.Module]) -> nn.Module:
+    """Run ``build`` with the CPU generator seeded by ``seed``; the global RNG state is restored."""
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        return build()
+
+
+def _hidden_block(
+    in_features: int, out_features: int, activation: str, norm: str, bn_position: str
+) -> list[nn.Module]:
+    """Linear + activation, with the normalisation layer before or after the activation."""
+    norm_factory = NORMS_1D[norm]
+    if norm_factory is None:
+        return [nn.Linear(in_features, out_features), ACTIVATIONS[activation]()]
+    if bn_position == "before":
+        # BN subtracts the batch mean, so a bias in the Linear it follows would cancel out.
+        linear = nn.Linear(in_features, out_features, bias=False)
+        return [linear, norm_factory(out_features), ACTIVATIONS[activation]()]
+    linear = nn.Linear(in_features, out_features)
+    return [linear, ACTIVATIONS[activation](), norm_factory(out_features)]
+
+
+def _init_gaussian(model: nn.Module, std: float) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def build_mlp(
+    widths: Sequence[int] = (784, 32, 32, 10),
+    *,
+    activation: str = "relu",
+    norm: str = "none",
+    bn_position: str = "before",
+    init_std: float | None = None,
+    seed: int | None = None,
+) -> nn.Sequential:
+    r"""Build a fully connected classifier, optionally with batch normalisation.
+
+    Each hidden layer computes :math:`\phi(\mathrm{BN}(W x))` when ``bn_position="before"`` (the
+    paper's placement; the Linear has no bias because BN's :math:`\beta` replaces it) or
+    :math:`\mathrm{BN}(\phi(W x + b))` when ``bn_position="after"``. The output layer is a plain
+    Linear producing logits.
+
+    Args:
+        widths: layer widths from input to output; at least two. Default: ``(784, 32, 32, 10)``.
+        activation: ``"relu"``, ``"sigmoid"`` or ``"tanh"``. Default: ``"relu"``.
+        norm: ``"none"``, ``"torch"`` (``torch.nn.BatchNorm1d``) or ``"bnlib"``
+            (``bnlib.BatchNorm1d``). Default: ``"none"``.
+        bn_position: ``"before"`` or ``"after"`` the activation. Default: ``"before"``.
+        init_std: if given, every Linear weight is drawn from :math:`\mathcal{N}(0, \sigma^2)` with
+            :math:`\sigma` = ``init_std`` and biases are zero. Default: ``None`` (torch's default).
+        seed: if given, the weights are drawn from a generator seeded with it, leaving the global
+            random state untouched. Default: ``None``.
+
+    Shape:
+        - Input: :math:`(N, 1, 28, 28)` or :math:`(N, \text{widths}[0])`.
+        - Output: :math:`(N, \text{widths}[-1])`.
+    """
+    widths = tuple(widths)
+    if len(widths) < 2:
+        raise ValueError(
+            f"widths needs at least 2 entries (input and output size), got {widths!r}; "
+            "for example (784, 32, 32, 10)"
+        )
+    _check_choice("activation", activation, tuple(ACTIVATIONS))
+    _check_choice("norm", norm, tuple(NORMS_1D))
+    _check_choice("bn_position", bn_position, BN_POSITIONS)
+    if init_std is not None and init_std <= 0:
+        raise ValueError(f"init_std must be positive or None, got {init_std}")
+
+    def build() -> nn.Sequential:
+        layers: list[nn.Module] = [nn.Flatten()]
+        for fan_in, fan_out in zip(widths[:-2], widths[1:-1]):
+            layers += _hidden_block(fan_in, fan_out, activation, norm, bn_position)
+        layers.append(nn.Linear(widths[-2], widths[-1]))
+        model = nn.Sequential(*layers)
+        if init_std is not None:
+            _init_gaussian(model, init_std)
+        return model
+
+    return _seeded_build(seed, build)
+
+
+class SmallCNN(nn.Module):
+    r"""A small convolutional classifier: conv-BN-ReLU-maxpool stages, then a Linear layer.
+
+    Each stage is a 3x3 convolution (no bias when a normalisation layer follows), the
+    normalisation, ReLU and 2x2 max pooling, so a 28x28 image shrinks to 14x14, 7x7, 3x3, ...
+
+    Args:
+        channels: output channels of each stage; at least one. Default: ``(16, 32)``.
+        norm: ``"none"``, ``"torch"`` (``torch.nn.BatchNorm2d``) or ``"bnlib"``
+            (``bnlib.BatchNorm2d``). Default: ``"bnlib"``.
+        num_classes: number of output logits. Default: ``10``.
+
+    Shape:
+        - Input: :math:`(N, 1, 28, 28)`.
+        - Output: :math:`(N, \text{num\_classes})`.
+    """
+
+    def __init__(
+        self, channels: Sequence[int] = (16, 32), *, norm: str = "bnlib", num_classes: int = 10
+    ) -> None:
+        super().__init__()
+        channels = tuple(channels)
+        if len(channels) < 1:
+            raise ValueError("channels needs at least one entry, for example (16, 32)")
+        _check_choice("norm", norm, tuple(NORMS_2D))
+        norm_factory = NORMS_2D[norm]
+        layers: list[nn.Module] = []
+        in_channels, side = 1, 28
+        for out_channels in channels:
+            has_norm = norm_factory is not None
+            layers.append(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not has_norm))
+            if norm_factory is not None:
+                layers.append(norm_factory(out_channels))
+            layers += [nn.ReLU(), nn.MaxPool2d(2)]
+            in_channels, side = out_channels, side // 2
+        if side < 1:
+            raise ValueError(f"{len(channels)} pooling stages shrink a 28x28 image below 1x1")
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, num_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
+
+
+def build_cnn(
+    channels: Sequence[int] = (16, 32),
+    *,
+    norm: str = "bnlib",
+    num_classes: int = 10,
+    seed: int | None = None,
+) -> SmallCNN:
+    r"""Build a :class:`SmallCNN`, drawing its weights from a generator seeded with ``seed``.
+
+    Args:
+        channels: output channels of each stage. Default: ``(16, 32)``.
+        norm: ``"none"``, ``"torch"`` or ``"bnlib"``. Default: ``"bnlib"``.
+        num_classes: number of output logits. Default: ``10``.
+        seed: if given, construction leaves the global random state untouched. Default: ``None``.
+
+    Shape:
+        - Input: :math:`(N, 1, 28, 28)`.
+        - Output: :math:`(N, \text{num\_classes})`.
+    """
+    return _seeded_build(seed, lambda: SmallCNN(channels, norm=norm, num_classes=num_classes))

@@ -1,0 +1,182 @@
+"""The book builds warning-free and renders properly in a real browser with no network.
+
+The build runs ``jupyter-book build . -W -n --keep-going`` into ``_build/`` (jupyter-cache makes a
+rebuild of unchanged chapters cheap). The rendered pages are then served on the loopback interface
+and opened in headless Chromium, which checks that formulas typeset, every image loads, every
+internal link resolves, and nothing is fetched from outside the book.
+
+Chromium and its driver come from Debian's ``chromium`` and ``chromium-driver`` packages. Where they
+are missing the browser tests are skipped, unless ``BNLIB_REQUIRE_BROWSER=1`` (set by CI) makes that
+a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="session")
+def book_build() -> subprocess.CompletedProcess:
+    """Build the whole book once per session, executing every chapter."""
+    command = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def html_pages(book_build) -> list[Path]:
+    if book_build.returncode != 0:
+        pytest.fail(f"the book did not build:\n{book_build.stdout[-6000:]}\n{book_build.stderr[-6000:]}")
+    return sorted((HTML / "book").glob("*.html"))
+
+
+def test_book_builds_without_warnings(book_build):
+    log = book_build.stdout + book_build.stderr
+    sphinx_warnings = [line for line in log.splitlines() if "WARNING:" in line or "ERROR:" in line]
+    assert book_build.returncode == 0, log[-8000:]
+    assert sphinx_warnings == []
+
+
+def test_every_chapter_is_rendered_with_a_notebook_download(html_pages):
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    chapters = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    for chapter in chapters:
+        page = HTML / f"{chapter}.html"
+        assert page.is_file(), f"{chapter} was not rendered"
+        assert (HTML / "_sources" / f"{chapter}.ipynb").is_file(), f"{chapter} has no .ipynb download"
+        assert f"_sources/{chapter}.ipynb" in page.read_text(), f"{chapter} has no download button"
+
+
+class _IdCollector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("id", "name") and value:
+                self.ids.add(value)
+
+
+@functools.cache
+def anchors_of(page: Path) -> frozenset[str]:
+    collector = _IdCollector()
+    collector.feed(page.read_text(encoding="utf-8"))
+    return frozenset(collector.ids)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def server(html_pages):
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    if not (CHROMIUM and CHROMEDRIVER):
+        message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        if os.environ.get("BNLIB_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+WAIT_FOR_MATHJAX = """
+const done = arguments[arguments.length - 1];
+if (!window.MathJax || !MathJax.startup) { done('no MathJax'); return; }
+MathJax.startup.promise.then(() => done('ok'), (error) => done('error: ' + error));
+"""
+
+PAGE_REPORT = """
+const maths = Array.from(document.querySelectorAll('.math'));
+return {
+  maths: maths.length,
+  untypeset: maths.filter((m) => !m.querySelector('mjx-container')).map((m) => m.textContent.slice(0, 80)),
+  errors: document.querySelectorAll('mjx-merror').length,
+  rawTex: ['\\\\(', '\\\\[', '$$', '\\\\begin{'].filter((s) => document.body.innerText.includes(s)),
+  images: Array.from(document.images).map((i) => ({src: i.src, ok: i.complete && i.naturalWidth > 0})),
+  links: Array.from(document.querySelectorAll('a[href]')).map((a) => a.href),
+  resources: performance.getEntriesByType('resource').map((r) => r.name),
+};
+"""
+
+
+def page_report(browser, url: str) -> dict:
+    browser.get(url)
+    assert browser.execute_async_script(WAIT_FOR_MATHJAX) == "ok"
+    return browser.execute_script(PAGE_REPORT)
+
+
+def broken_internal_links(links: list[str], base: str) -> list[str]:
+    broken = []
+    for link in links:
+        if not link.startswith(base):
+            continue
+        address, fragment = urldefrag(link)
+        target = HTML / unquote(urlparse(address).path).lstrip("/")
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file() or (fragment and target.suffix == ".html" and fragment not in anchors_of(target)):
+            broken.append(link)
+    return broken
+
+
+@pytest.mark.browser
+def test_pages_render_offline(html_pages, server, browser):
+    assert html_pages, "no chapter pages were built"
+    pages_with_maths = 0
+    for page in html_pages:
+        url = f"{server}/{page.relative_to(HTML).as_posix()}"
+        report = page_report(browser, url)
+        pages_with_maths += report["maths"] > 0
+        assert report["untypeset"] == [], f"{page.name}: formulas left as raw TeX"
+        assert report["errors"] == 0, f"{page.name}: MathJax could not typeset a formula"
+        assert report["rawTex"] == [], f"{page.name}: raw TeX delimiters in the rendered text"
+        assert [i["src"] for i in report["images"] if not i["ok"]] == [], f"{page.name}: images failed"
+        assert broken_internal_links(report["links"], server) == [], f"{page.name}: broken links"
+        outside = [r for r in report["resources"] if not r.startswith(server) and not r.startswith("data:")]
+        assert outside == [], f"{page.name}: fetched from outside the book"
+    assert pages_with_maths >= 3, "the chapters' formulas were not found"
