@@ -1,3 +1,47 @@
-"""bnlib: batch normalization from scratch in PyTorch, the tested library behind the book."""
+"""bnlib: batch normalization from scratch in PyTorch, the tested library behind the book.
+
+* :mod:`bnlib.functional` and :mod:`bnlib.batchnorm`: BN as a function and as drop-in modules for
+  ``torch.nn.BatchNorm1d``/``BatchNorm2d``, with a hand-derived backward pass;
+* :mod:`bnlib.gradcheck`: a small finite-difference gradient checker;
+* :mod:`bnlib.data`: MNIST read from its IDX files, and an in-memory batch iterator;
+* :mod:`bnlib.models`: the MLP and CNN builders used in the book;
+* :mod:`bnlib.training`: a training loop that returns its history, and side-by-side comparisons;
+* :mod:`bnlib.plotting`: figures of those histories.
+"""
+
+from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib.data import MNIST, Batches, DataError, data_root, load_mnist
+from bnlib.functional import BatchNormFunction, batch_norm
+from bnlib.gradcheck import numerical_gradient, relative_error
+from bnlib.models import SmallCNN, build_cnn, build_mlp
+from bnlib.plotting import plot_comparison, plot_histories, plot_seed_spread, plot_step_loss
+from bnlib.training import History, TrainConfig, compare, default_device, evaluate, train
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNormFunction",
+    "Batches",
+    "DataError",
+    "History",
+    "MNIST",
+    "SmallCNN",
+    "TrainConfig",
+    "batch_norm",
+    "build_cnn",
+    "build_mlp",
+    "compare",
+    "data_root",
+    "default_device",
+    "evaluate",
+    "load_mnist",
+    "numerical_gradient",
+    "plot_comparison",
+    "plot_histories",
+    "plot_seed_spread",
+    "plot_step_loss",
+    "relative_error",
+    "train",
+]

@@ -35,7 +35,7 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class IdxFile:
-    """One MNIST file: its name without ``.gz``, its sizes, and the md5 of its uncompressed bytes."""
+    """One MNIST file: name without ``.gz``, sizes, and md5 of the uncompressed bytes."""
 
     name: str
     shape: tuple[int, ...]
@@ -191,7 +191,8 @@ class MNIST:
             raise TypeError(f"images and labels must be tensors, got "
                             f"{type(self.images).__name__} and {type(self.labels).__name__}")
         if self.images.dim() != 4 or tuple(self.images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"images must have shape (N, 1, 28, 28), got {tuple(self.images.shape)}")
+            raise ValueError(f"images must have shape (N, 1, 28, 28), got "
+                             f"{tuple(self.images.shape)}")
         if self.labels.shape != self.images.shape[:1]:
             raise ValueError(f"labels must have shape ({self.images.shape[0]},) to match the "
                              f"images, got {tuple(self.labels.shape)}")

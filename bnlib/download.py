@@ -20,7 +20,7 @@ from pathlib import Path
 __all__ = ["DOWNLOAD_TIMEOUT", "MNIST_MIRRORS", "DownloadError", "download_verified",
            "fetch_verified", "write_atomically"]
 
-# torchvision's mirror list, in its order: the S3 copy answers reliably, the original site often not.
+# torchvision's mirrors, in its order: the S3 copy is reliable, the original site not always.
 MNIST_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "http://yann.lecun.com/exdb/mnist/",

@@ -35,14 +35,23 @@ def _as_channel(vector: Tensor | None, input: Tensor) -> Tensor | None:
     return None if vector is None else vector.view(_channel_shape(input))
 
 
-def _scale_and_shift(x_hat: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-    r"""Return :math:`\gamma \hat{x} + \beta`, skipping whichever of the two is ``None``."""
+def _scale_and_shift(
+    x_hat: Tensor, weight: Tensor | None, bias: Tensor | None, out: Tensor | None = None
+) -> Tensor:
+    r"""Return :math:`\gamma \hat{x} + \beta`, skipping whichever of the two is ``None``.
+
+    ``out`` (a spare buffer shaped like ``x_hat``) may only be given outside autograd; with it,
+    the result never shares memory with ``x_hat``, so an in-place op on the output (such as
+    ``ReLU(inplace=True)``) cannot corrupt an ``x_hat`` saved for backward.
+    """
     gamma, beta = _as_channel(weight, x_hat), _as_channel(bias, x_hat)
     if gamma is not None and beta is not None:
-        return torch.addcmul(beta, x_hat, gamma)
+        return torch.addcmul(beta, x_hat, gamma, out=out)
     if gamma is not None:
-        return x_hat * gamma
-    return x_hat + beta if beta is not None else x_hat
+        return torch.mul(x_hat, gamma, out=out)
+    if beta is not None:
+        return torch.add(x_hat, beta, out=out)
+    return x_hat if out is None else out.copy_(x_hat)
 
 
 @torch.no_grad()
@@ -58,10 +67,12 @@ def _update_running_stats(
 
     ``batch_var`` is the biased variance; it is rescaled by :math:`\frac{n}{n-1}`, ``n = count``.
     """
+    # lerp_(s, m) computes r + m (s - r), the same update in one fused op
     if running_mean is not None:
-        running_mean.mul_(1.0 - momentum).add_(batch_mean, alpha=momentum)
+        running_mean.lerp_(batch_mean.to(running_mean.dtype), momentum)
     if running_var is not None:
-        running_var.mul_(1.0 - momentum).add_(batch_var, alpha=momentum * count / (count - 1))
+        unbiased_var = batch_var.to(running_var.dtype) * (count / (count - 1))
+        running_var.lerp_(unbiased_var, momentum)
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -118,32 +129,37 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, eps, running_mean=None, running_var=None, momentum=0.1):
-        dims = _reduction_dims(input)
-        var, mean = torch.var_mean(input, dim=dims, correction=0)
+        dims, count = _reduction_dims(input), _values_per_channel(input)
+        # Two passes (mean, then mean squared deviation) are as stable as torch.var_mean's
+        # Welford update and several times faster on CPU.
+        mean = input.mean(dims)
+        centered = input - _as_channel(mean, input)
+        squares = centered * centered
+        var = squares.mean(dims)
         inv_std = torch.rsqrt(var + eps)
-        # x_hat = x * inv_std - mean * inv_std in a single fused pass
-        inv_std_c = inv_std.view(_channel_shape(input))
-        x_hat = torch.addcmul(-(mean * inv_std).view(_channel_shape(input)), input, inv_std_c)
-        count = _values_per_channel(input)
+        x_hat = centered.mul_(_as_channel(inv_std, input))
         _update_running_stats(running_mean, running_var, mean, var, momentum, count)
         ctx.save_for_backward(x_hat, inv_std, weight)
-        return _scale_and_shift(x_hat, weight, bias)
+        # Reusing the squares' memory for the output saves a large fresh allocation.
+        return _scale_and_shift(x_hat, weight, bias, out=squares)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
         x_hat, inv_std, weight = ctx.saved_tensors
-        dims = _reduction_dims(grad_output)
-        count = _values_per_channel(grad_output)
+        dims, count = _reduction_dims(grad_output), _values_per_channel(grad_output)
+        products = grad_output * x_hat
+        sum_dy_xhat = products.sum(dims)
         sum_dy = grad_output.sum(dims)
-        sum_dy_xhat = (grad_output * x_hat).sum(dims)
         grad_input = None
         if ctx.needs_input_grad[0]:
             scale = inv_std if weight is None else weight * inv_std
-            # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) in two fused passes
-            shift = (-scale * sum_dy / count).view(_channel_shape(grad_output))
-            grad_input = torch.addcmul(shift, grad_output, scale.view(_channel_shape(grad_output)))
-            slope = (-scale * sum_dy_xhat / count).view(_channel_shape(grad_output))
+            minus_scale_over_count = scale * (-1.0 / count)
+            shift = _as_channel(minus_scale_over_count * sum_dy, x_hat)
+            slope = _as_channel(minus_scale_over_count * sum_dy_xhat, x_hat)
+            # dx = scale * dy + shift + slope * x_hat in two fused passes, written over the
+            # products buffer instead of a fresh allocation
+            grad_input = torch.addcmul(shift, grad_output, _as_channel(scale, x_hat), out=products)
             grad_input.addcmul_(x_hat, slope)
         grad_weight = sum_dy_xhat if ctx.needs_input_grad[1] else None
         grad_bias = sum_dy if ctx.needs_input_grad[2] else None
@@ -152,10 +168,13 @@ class BatchNormFunction(torch.autograd.Function):
 
 def _batch_norm_autograd(input, running_mean, running_var, weight, bias, momentum, eps):
     """Training-mode batch norm built from differentiable ops; autograd derives the backward."""
-    var, mean = torch.var_mean(input, dim=_reduction_dims(input), correction=0)
-    x_hat = (input - _as_channel(mean, input)) / torch.sqrt(_as_channel(var, input) + eps)
-    count = _values_per_channel(input)
-    _update_running_stats(running_mean, running_var, mean.detach(), var.detach(), momentum, count)
+    dims, count = _reduction_dims(input), _values_per_channel(input)
+    mean = input.mean(dims, keepdim=True)
+    centered = input - mean
+    var = centered.square().mean(dims, keepdim=True)
+    x_hat = centered * torch.rsqrt(var + eps)
+    batch_mean, batch_var = mean.detach().flatten(), var.detach().flatten()
+    _update_running_stats(running_mean, running_var, batch_mean, batch_var, momentum, count)
     return _scale_and_shift(x_hat, weight, bias)
 
 

@@ -97,6 +97,33 @@ def test_float32_matches_torch_on_every_device(device, backward):
         torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("backward", MODES)
+def test_channels_last_input_and_expanded_gradient(backward):
+    x, weight, bias, _, _ = make_case((4, 3, 2, 5))
+    x = x.to(memory_format=torch.channels_last)
+    ours = leaves(x, weight, bias)
+    theirs = leaves(x, weight, bias)
+    # .sum() hands backward an expanded, zero-stride gradient
+    out = batch_norm(ours[0], None, None, ours[1], ours[2], True, backward=backward)
+    (out * 2).sum().backward()
+    (F.batch_norm(theirs[0], None, None, theirs[1], theirs[2], True) * 2).sum().backward()
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad, reference.grad)
+
+
+@pytest.mark.parametrize("backward", MODES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_in_place_op_on_the_output_keeps_gradients_right(backward, affine):
+    x, weight, bias, _, _ = make_case((6, 3), affine)
+    ours = leaves(x, weight, bias)
+    theirs = leaves(x, weight, bias)
+    dy = torch.randn_like(x)
+    out = batch_norm(ours[0], None, None, ours[1], ours[2], True, backward=backward)
+    F.relu(out, inplace=True).backward(dy)
+    F.relu(F.batch_norm(theirs[0], None, None, theirs[1], theirs[2], True)).backward(dy)
+    torch.testing.assert_close(ours[0].grad, theirs[0].grad)
+
+
 def test_training_output_is_normalised_per_channel():
     x, *_ = make_case((50, 3, 4))
     out = batch_norm(x, None, None, training=True, eps=1e-12)

@@ -1,0 +1,342 @@
+"""Training and evaluating MNIST classifiers, one model or several in lockstep.
+
+Every model is evaluated, on the test set, in eval mode; accuracy is the fraction classified
+correctly. A small model's step is mostly per-call overhead, so the loop keeps it low: data sit on
+the device as tensors, Adam runs torch's fused kernel without its per-call bookkeeping, and no
+step waits for a result (losses and logits stay tensors until the end of the epoch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.adam import adam as functional_adam
+from tqdm import tqdm
+
+from bnlib.data import MNIST, Batches
+
+__all__ = ["TrainConfig", "History", "default_device", "evaluate", "train", "compare"]
+
+EvalCallback = Callable[[int, str, nn.Module], None]
+
+
+def default_device() -> torch.device:
+    """Return ``cuda`` when a CUDA device is available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_int(name: str, value: Any, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}{why}, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run.
+
+    Args:
+        epochs: passes over the training set, at least 1. Default: ``10``.
+        lr: learning rate, positive. Default: ``0.01``.
+        batch_size: examples per step, at least 2 (batch normalisation needs two values per
+            channel to estimate a variance). Default: ``32``.
+        optimizer: ``"adam"`` or ``"sgd"``. Default: ``"adam"``.
+        momentum: momentum of ``"sgd"``, in ``[0, 1)``. Default: ``0.0``.
+        seed: seed of the generator that shuffles the batches. Default: ``0``.
+        device: ``"cpu"``, ``"cuda"``, ... Default: ``None`` (:func:`default_device`).
+        progress: show a progress bar (it stays silent when output is not a terminal).
+            Default: ``True``.
+        eval_every: also evaluate on the test set every this many steps. Default: ``None``.
+    """
+
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 32
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+    eval_every: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 2,
+                   " (batch normalisation needs more than one value per channel)")
+        _check_int("seed", self.seed, 0)
+        if self.eval_every is not None:
+            _check_int("eval_every", self.eval_every, 1, " or None")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"device {self.device!r} is not a torch device: {error}") from None
+
+
+@dataclass
+class History:
+    """What happened while training one model.
+
+    Args:
+        step_loss: training loss of every step.
+        train_loss: per epoch, mean of the step losses (train mode, as the optimizer saw them).
+        train_acc: per epoch, fraction of training examples classified correctly during the steps.
+        test_loss: per epoch, mean loss on the whole test set in eval mode.
+        test_acc: per epoch, fraction of the test set classified correctly in eval mode.
+        eval_step: steps at which the extra ``eval_every`` evaluations happened.
+        eval_test_acc: test accuracy at those steps.
+        epoch_seconds: wall-clock seconds per epoch (training steps plus evaluation).
+    """
+
+    step_loss: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    eval_test_acc: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list]:
+        """Return the fields as a JSON-ready dict of lists."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, list]) -> History:
+        """Rebuild a History from :meth:`to_dict`'s output."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown History fields {sorted(unknown)}; expected {sorted(names)}")
+        return cls(**{name: list(values) for name, values in data.items()})
+
+
+def evaluate(model: nn.Module, data: MNIST, batch_size: int = 10_000) -> tuple[float, float]:
+    r"""Mean cross-entropy loss and accuracy of ``model`` on ``data``, in eval mode.
+
+    Accuracy is the fraction of examples whose largest logit is the true label. The model runs
+    under ``torch.no_grad`` in eval mode (BN uses its running statistics), then gets its previous
+    mode back. Data are moved to the model's device if they are elsewhere.
+
+    Args:
+        model: a classifier returning logits.
+        data: the examples.
+        batch_size: examples per forward pass, which only bounds memory. Default: ``10_000``.
+
+    Shape:
+        - data.images: :math:`(N, 1, 28, 28)`; model output :math:`(N, C)`.
+    """
+    _check_int("batch_size", batch_size, 1)
+    if len(data) == 0:
+        raise ValueError("cannot evaluate on an empty data set")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    total_correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                images = data.images[start:start + batch_size].to(device)
+                labels = data.labels[start:start + batch_size].to(device)
+                logits = model(images)
+                total_loss += F.cross_entropy(logits, labels, reduction="sum").double()
+                total_correct += (logits.argmax(dim=1) == labels).sum()
+    finally:
+        model.train(was_training)
+    return total_loss.item() / len(data), total_correct.item() / len(data)
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD over ``model``'s parameters, with torch's fused kernel where it exists."""
+    params = list(model.parameters())
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, fused=fused)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, fused=fused)
+
+
+def _lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """``optimizer.step``, minus the bookkeeping that a fused Adam repeats at every call.
+
+    ``Adam.step`` regathers parameters and state, opens a profiler record and runs hooks each call,
+    which for a small model costs more than the update. After the first call has created the state,
+    this hands the same tensors to ``torch.optim.adam.adam``, the function ``Adam.step`` calls: the
+    arithmetic is unchanged. Other optimizers, and missing gradients, use ``optimizer.step``.
+    """
+    groups = optimizer.param_groups
+    if not (isinstance(optimizer, torch.optim.Adam) and len(groups) == 1 and groups[0]["fused"]
+            and not groups[0]["amsgrad"] and not any(p.is_complex() for p in groups[0]["params"])):
+        return optimizer.step
+    group, params = groups[0], groups[0]["params"]
+    state_lists: list[list[Tensor]] = []
+
+    def step() -> None:
+        grads = [param.grad for param in params]
+        if not state_lists or any(grad is None for grad in grads):
+            optimizer.step()  # the first call creates the state
+            if not state_lists and all(param in optimizer.state for param in params):
+                state_lists.extend([optimizer.state[param][key] for param in params]
+                                   for key in ("exp_avg", "exp_avg_sq", "step"))
+            return
+        exp_avgs, exp_avg_sqs, steps = state_lists
+        functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, amsgrad=False,
+                        beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
+                        weight_decay=group["weight_decay"], eps=group["eps"],
+                        maximize=group["maximize"],
+                        decoupled_weight_decay=group["decoupled_weight_decay"])
+
+    return step
+
+
+class _Run:
+    """One model's training state inside :func:`compare`."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model = model
+        self.params = [param for group in optimizer.param_groups for param in group["params"]]
+        self.update = _lean_step(optimizer)
+        self.history = History()
+        self.step_losses: list[Tensor] = []
+        self.step_logits: list[Tensor] = []
+
+    def step(self, images: Tensor, labels: Tensor) -> None:
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        for param in self.params:  # what zero_grad(set_to_none=True) does, without its overhead
+            param.grad = None
+        loss.backward()
+        self.update()
+        # Kept as tensors: reading a value now would wait for the step (a GPU sync), and
+        # counting correct predictions once per epoch is cheaper than once per step.
+        self.step_losses.append(loss.detach())
+        self.step_logits.append(logits.detach())
+
+    def close_epoch(self, labels: Tensor) -> None:
+        """Record the epoch's step losses and training accuracy; ``labels`` in step order."""
+        losses = torch.stack(self.step_losses).double()
+        predictions = torch.cat(self.step_logits).argmax(dim=1)
+        self.history.step_loss.extend(losses.tolist())
+        self.history.train_loss.append(losses.mean().item())
+        self.history.train_acc.append((predictions == labels).double().mean().item())
+        self.step_losses.clear()
+        self.step_logits.clear()
+
+
+@dataclass
+class _Loop:
+    """What every epoch of :func:`compare` shares; ``step`` counts the steps taken so far."""
+
+    runs: dict[str, _Run]
+    batches: Batches
+    test_set: MNIST
+    config: TrainConfig
+    on_eval: EvalCallback | None
+    bar: tqdm
+    step: int = 0
+
+    def evaluate(self, name: str, run: _Run) -> tuple[float, float]:
+        """Evaluate on the test set, call ``on_eval`` in eval mode, return to train mode."""
+        run.model.eval()
+        try:
+            result = evaluate(run.model, self.test_set)
+            if self.on_eval is not None:
+                self.on_eval(self.step, name, run.model)
+        finally:
+            run.model.train()
+        return result
+
+    def epoch(self) -> None:
+        """Train one epoch, then evaluate every model on the test set."""
+        start = time.perf_counter()
+        labels = self.train_epoch()
+        for name, run in self.runs.items():
+            run.close_epoch(labels)
+            test_loss, test_acc = self.evaluate(name, run)
+            run.history.test_loss.append(test_loss)
+            run.history.test_acc.append(test_acc)
+        seconds = time.perf_counter() - start
+        for run in self.runs.values():
+            run.history.epoch_seconds.append(seconds)
+        self.bar.set_postfix({name: f"{run.history.test_acc[-1]:.4f}"
+                              for name, run in self.runs.items()})
+
+    def train_epoch(self) -> Tensor:
+        """One pass over the batches; return the labels of all steps, in order."""
+        seen_labels = []
+        for images, labels in self.batches:
+            for run in self.runs.values():
+                run.step(images, labels)
+            seen_labels.append(labels)
+            self.step += 1
+            self.bar.update()
+            if self.config.eval_every is not None and self.step % self.config.eval_every == 0:
+                for name, run in self.runs.items():
+                    run.history.eval_step.append(self.step)
+                    run.history.eval_test_acc.append(self.evaluate(name, run)[1])
+        return torch.cat(seen_labels)
+
+
+def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
+            config: TrainConfig, *, on_eval: EvalCallback | None = None) -> dict[str, History]:
+    """Train several models in lockstep on the identical sequence of batches.
+
+    One :class:`bnlib.data.Batches` iterator, shuffled by a ``torch.Generator`` seeded with
+    ``config.seed``, feeds every model the same batch at every step; each model has its own
+    optimizer. Each epoch uses every example, except that a final batch of one example is dropped
+    (batch normalisation cannot estimate a variance from one value per channel). After every epoch
+    each model is evaluated on the whole test set in eval mode, then put back in train mode. The
+    models are moved to ``config.device`` (else :func:`default_device`), the data once.
+
+    Args:
+        models: names and models; the models are trained in place.
+        train_set: training examples, at least 2.
+        test_set: examples for every evaluation.
+        config: the run's settings.
+        on_eval: called as ``on_eval(step, name, model)`` at every evaluation (every
+            ``config.eval_every`` steps and at the end of every epoch) with the model in eval
+            mode. Default: ``None``.
+
+    Returns:
+        One :class:`History` per model name.
+    """
+    if not models or len(train_set) < 2:
+        raise ValueError(f"compare needs at least one model and 2 training examples, got "
+                         f"{len(models)} model(s) and {len(train_set)} example(s)")
+    device = torch.device(config.device) if config.device is not None else default_device()
+    train_set, test_set = train_set.to(device), test_set.to(device)
+    runs = {name: _Run(model, _make_optimizer(model.to(device).train(), config))
+            for name, model in models.items()}
+    drop_last = len(train_set) % config.batch_size == 1
+    batches = Batches(train_set, config.batch_size, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(config.seed))
+    with torch.enable_grad(), tqdm(total=config.epochs * len(batches), unit="step",
+                                   disable=None if config.progress else True) as bar:
+        loop = _Loop(runs, batches, test_set, config, on_eval, bar)
+        for epoch in range(config.epochs):
+            bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+            loop.epoch()
+    return {name: run.history for name, run in runs.items()}
+
+
+def train(model: nn.Module, train_set: MNIST, test_set: MNIST, config: TrainConfig, *,
+          on_eval: EvalCallback | None = None) -> History:
+    """Train one model: :func:`compare` with the single model named ``"model"``.
+
+    Args: as for :func:`compare`, with ``model`` (trained in place) instead of ``models``.
+
+    Returns:
+        The model's :class:`History`.
+    """
+    return compare({"model": model}, train_set, test_set, config, on_eval=on_eval)["model"]
