@@ -8,6 +8,7 @@ from a "small Gaussian" initialisation, and a small convolutional network with `
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -37,6 +38,8 @@ NORMS_2D: dict[str, Callable[[int], nn.Module] | None] = {
 
 BN_POSITIONS = ("before", "after")
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
 
 def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
@@ -45,7 +48,7 @@ def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
         )
 
 
-def _seeded_build(seed: int | None, build: Callable[[], nn.Module]) -> nn.Module:
+def _seeded_build(seed: int | None, build: Callable[[], ModuleT]) -> ModuleT:
     """Run ``build`` with the CPU generator seeded by ``seed``; the global RNG state is restored."""
     if seed is None:
         return build()
@@ -119,18 +122,20 @@ def build_mlp(
     _check_choice("bn_position", bn_position, BN_POSITIONS)
     if init_std is not None and init_std <= 0:
         raise ValueError(f"init_std must be positive or None, got {init_std}")
+    return _seeded_build(seed, lambda: _mlp(widths, activation, norm, bn_position, init_std))
 
-    def build() -> nn.Sequential:
-        layers: list[nn.Module] = [nn.Flatten()]
-        for fan_in, fan_out in zip(widths[:-2], widths[1:-1]):
-            layers += _hidden_block(fan_in, fan_out, activation, norm, bn_position)
-        layers.append(nn.Linear(widths[-2], widths[-1]))
-        model = nn.Sequential(*layers)
-        if init_std is not None:
-            _init_gaussian(model, init_std)
-        return model
 
-    return _seeded_build(seed, build)
+def _mlp(
+    widths: tuple[int, ...], activation: str, norm: str, bn_position: str, init_std: float | None
+) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for fan_in, fan_out in zip(widths[:-2], widths[1:-1]):
+        layers += _hidden_block(fan_in, fan_out, activation, norm, bn_position)
+    layers.append(nn.Linear(widths[-2], widths[-1]))
+    model = nn.Sequential(*layers)
+    if init_std is not None:
+        _init_gaussian(model, init_std)
+    return model
 
 
 class SmallCNN(nn.Module):
@@ -171,7 +176,9 @@ class SmallCNN(nn.Module):
         if side < 1:
             raise ValueError(f"{len(channels)} pooling stages shrink a 28x28 image below 1x1")
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_channels * side * side, num_classes)
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(images))

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.adam import adam as functional_adam
 from tqdm import tqdm
 
 from bnlib.data import MNIST, Batches
+from bnlib.optim import lean_step, make_optimizer
 
 __all__ = ["TrainConfig", "History", "default_device", "evaluate", "train", "compare"]
 
@@ -158,55 +158,13 @@ def evaluate(model: nn.Module, data: MNIST, batch_size: int = 10_000) -> tuple[f
     return total_loss.item() / len(data), total_correct.item() / len(data)
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or SGD over ``model``'s parameters, with torch's fused kernel where it exists."""
-    params = list(model.parameters())
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, fused=fused)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, fused=fused)
-
-
-def _lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """``optimizer.step``, minus the bookkeeping that a fused Adam repeats at every call.
-
-    ``Adam.step`` regathers parameters and state, opens a profiler record and runs hooks each call,
-    which for a small model costs more than the update. After the first call has created the state,
-    this hands the same tensors to ``torch.optim.adam.adam``, the function ``Adam.step`` calls: the
-    arithmetic is unchanged. Other optimizers, and missing gradients, use ``optimizer.step``.
-    """
-    groups = optimizer.param_groups
-    if not (isinstance(optimizer, torch.optim.Adam) and len(groups) == 1 and groups[0]["fused"]
-            and not groups[0]["amsgrad"] and not any(p.is_complex() for p in groups[0]["params"])):
-        return optimizer.step
-    group, params = groups[0], groups[0]["params"]
-    state_lists: list[list[Tensor]] = []
-
-    def step() -> None:
-        grads = [param.grad for param in params]
-        if not state_lists or any(grad is None for grad in grads):
-            optimizer.step()  # the first call creates the state
-            if not state_lists and all(param in optimizer.state for param in params):
-                state_lists.extend([optimizer.state[param][key] for param in params]
-                                   for key in ("exp_avg", "exp_avg_sq", "step"))
-            return
-        exp_avgs, exp_avg_sqs, steps = state_lists
-        functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, amsgrad=False,
-                        beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
-                        weight_decay=group["weight_decay"], eps=group["eps"],
-                        maximize=group["maximize"],
-                        decoupled_weight_decay=group["decoupled_weight_decay"])
-
-    return step
-
-
 class _Run:
     """One model's training state inside :func:`compare`."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.model = model
         self.params = [param for group in optimizer.param_groups for param in group["params"]]
-        self.update = _lean_step(optimizer)
+        self.update = lean_step(optimizer)
         self.history = History()
         self.step_losses: list[Tensor] = []
         self.step_logits: list[Tensor] = []
@@ -245,9 +203,16 @@ class _Loop:
     on_eval: EvalCallback | None
     bar: tqdm
     step: int = 0
+    results: dict[tuple[int, str], tuple[float, float]] = field(default_factory=dict)
 
     def evaluate(self, name: str, run: _Run) -> tuple[float, float]:
-        """Evaluate on the test set, call ``on_eval`` in eval mode, return to train mode."""
+        """Evaluate on the test set, call ``on_eval`` in eval mode, return to train mode.
+
+        A model is evaluated at most once per step: an epoch that ends on an ``eval_every`` step
+        reuses that evaluation.
+        """
+        if (self.step, name) in self.results:
+            return self.results[self.step, name]
         run.model.eval()
         try:
             result = evaluate(run.model, self.test_set)
@@ -255,6 +220,8 @@ class _Loop:
                 self.on_eval(self.step, name, run.model)
         finally:
             run.model.train()
+        self.results = {key: value for key, value in self.results.items() if key[0] == self.step}
+        self.results[self.step, name] = result
         return result
 
     def epoch(self) -> None:
@@ -316,7 +283,8 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
                          f"{len(models)} model(s) and {len(train_set)} example(s)")
     device = torch.device(config.device) if config.device is not None else default_device()
     train_set, test_set = train_set.to(device), test_set.to(device)
-    runs = {name: _Run(model, _make_optimizer(model.to(device).train(), config))
+    runs = {name: _Run(model, make_optimizer(model.to(device).train(), config.optimizer,
+                                         lr=config.lr, momentum=config.momentum))
             for name, model in models.items()}
     drop_last = len(train_set) % config.batch_size == 1
     batches = Batches(train_set, config.batch_size, drop_last=drop_last,

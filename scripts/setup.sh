@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install the pinned requirements and bnlib (editable). Safe to rerun.
+# Create .venv and install the pinned requirements, bnlib included (editable). Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,7 +7,6 @@ python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
-.venv/bin/python -m pip install --quiet --no-deps --editable .
 
 # torch is pinned to a CPU build; a CUDA build would mean gigabytes of nvidia-* wheels.
 if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then

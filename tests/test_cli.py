@@ -30,6 +30,15 @@ def fake_mnist(n: int, seed: int) -> MNIST:
     return MNIST(images=images, labels=labels)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy shared machine slows OpenMP teams."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fake_loader(monkeypatch):
     """Replace load_mnist in the CLI by small synthetic splits; record how it was called."""
@@ -41,13 +50,6 @@ def fake_loader(monkeypatch):
 
     monkeypatch.setattr(cli, "load_mnist", load)
     return calls
-
-
-@pytest.fixture
-def keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def compare_subparser() -> argparse.ArgumentParser:
@@ -77,8 +79,9 @@ def test_top_level_help_runs_as_a_module():
     assert "compare" in result.stdout
 
 
-def test_compare_writes_table_curves_and_history(fake_loader, tmp_path, capsys, keep_threads):
+def test_compare_writes_table_curves_and_history(fake_loader, tmp_path, capsys):
     out = tmp_path / "new" / "results"
+    torch.set_num_threads(2)  # --threads must change it (the fixture restores it afterwards)
     status = cli.main(["compare", "--epochs", "2", "--batch-size", "16", "--lr", "0.02",
                        "--seed", "3", "--data-dir", "somewhere", "--out", str(out),
                        "--threads", "1", "--no-progress", "--no-download", "--bn", "bnlib"])

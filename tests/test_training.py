@@ -24,6 +24,15 @@ def synthetic_mnist(n: int, seed: int = 0) -> MNIST:
     return MNIST(images=images, labels=labels)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy shared machine slows OpenMP teams."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TRAIN, TEST = synthetic_mnist(320, seed=1), synthetic_mnist(200, seed=2)
 
 
@@ -190,6 +199,15 @@ def test_on_eval_sees_eval_mode_at_every_evaluation_point():
     assert histories["bn"].eval_step == [4, 8, 12, 16, 20]
     assert len(histories["plain"].eval_test_acc) == 5
     assert all(model.training for model in models.values())
+
+
+def test_an_epoch_ending_on_an_eval_step_evaluates_each_model_once():
+    calls = []
+    models = {"bn": build_mlp(norm="torch", seed=0), "plain": build_mlp(seed=0)}
+    histories = compare(models, TRAIN, TEST, config(eval_every=5),
+                        on_eval=lambda step, name, model: calls.append((step, name)))
+    assert calls == [(step, name) for step in (5, 10, 15, 20) for name in ("bn", "plain")]
+    assert histories["bn"].test_acc == [histories["bn"].eval_test_acc[i] for i in (1, 3)]
 
 
 def test_sgd_with_momentum_learns():
