@@ -13,30 +13,15 @@ import pytest
 import torch
 
 from bnlib import cli
-from bnlib.data import MNIST
 from bnlib.training import History
+from synthetic import synthetic_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--epochs", "--batch-size", "--lr", "--optimizer", "--momentum", "--seed", "--bn",
          "--data-dir", "--no-download", "--out", "--device", "--threads", "--train-subset",
          "--no-progress"]
 
-
-def fake_mnist(n: int, seed: int) -> MNIST:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=generator)
-    images = 0.3 * torch.rand(n, 1, 28, 28, generator=generator)
-    images[torch.arange(n), 0, 2 * labels + 4, :] = 1.0
-    return MNIST(images=images, labels=labels)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy shared machine slows OpenMP teams."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -46,7 +31,7 @@ def fake_loader(monkeypatch):
 
     def load(split, root=None, download=True):
         calls.append((split, root, download))
-        return fake_mnist(200 if split == "train" else 100, seed=len(calls))
+        return synthetic_mnist(200 if split == "train" else 100, seed=len(calls))
 
     monkeypatch.setattr(cli, "load_mnist", load)
     return calls

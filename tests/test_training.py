@@ -13,24 +13,10 @@ from torch import nn
 from bnlib.data import MNIST, Batches
 from bnlib.models import build_mlp
 from bnlib.training import History, TrainConfig, compare, default_device, evaluate, train
+from synthetic import synthetic_mnist
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-def synthetic_mnist(n: int, seed: int = 0) -> MNIST:
-    """Noise images with a bright row whose position gives the label: easy to learn."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=generator)
-    images = 0.3 * torch.rand(n, 1, 28, 28, generator=generator)
-    images[torch.arange(n), 0, 2 * labels + 4, :] = 1.0
-    return MNIST(images=images, labels=labels)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy shared machine slows OpenMP teams."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TRAIN, TEST = synthetic_mnist(320, seed=1), synthetic_mnist(200, seed=2)
