@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def load_module(name: str, path: Path):
+    """Import a file that is not on ``sys.path`` (the book's conftest and Sphinx extension)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def book_conftest():
+    """The root ``conftest.py``, which knows the book's chapters."""
+    return load_module("book_conftest", ROOT / "conftest.py")
+
+
+@pytest.fixture(scope="session")
+def book_extras():
+    """The book's Sphinx extension."""
+    return load_module("book_extras", ROOT / "book" / "_ext" / "book_extras.py")
 
 
 @pytest.fixture(autouse=True)

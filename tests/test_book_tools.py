@@ -1,28 +1,10 @@
 """The pieces of the book pipeline that are plain Python: the chapter list and the Sphinx extension."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def book_conftest():
-    return load_module("book_conftest", ROOT / "conftest.py")
-
-
-@pytest.fixture(scope="module")
-def book_extras():
-    return load_module("book_extras", ROOT / "book" / "_ext" / "book_extras.py")
 
 
 def test_every_toc_entry_is_an_existing_chapter(book_conftest):
