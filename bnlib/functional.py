@@ -63,11 +63,12 @@ def _update_running_stats(
     momentum: float,
     count: int,
 ) -> None:
-    r"""In place :math:`r \leftarrow (1 - m) r + m s`; ``running_var`` gets the unbiased variance.
+    r"""In place :math:`r \leftarrow (1 - \rho)\, r + \rho\, s`, with :math:`\rho` the momentum.
 
-    ``batch_var`` is the biased variance; it is rescaled by :math:`\frac{n}{n-1}`, ``n = count``.
+    ``batch_var`` is the biased variance of the ``count`` values per channel; ``running_var`` gets
+    the unbiased one, :math:`\frac{count}{count - 1}` times as large.
     """
-    # lerp_(s, m) computes r + m (s - r), the same update in one fused op
+    # lerp_(s, rho) computes r + rho (s - r), the same update in one fused op
     if running_mean is not None:
         running_mean.lerp_(batch_mean.to(running_mean.dtype), momentum)
     if running_var is not None:
