@@ -5,7 +5,8 @@
 * :mod:`bnlib.gradcheck`: a small finite-difference gradient checker;
 * :mod:`bnlib.data`: MNIST read from its IDX files, and an in-memory batch iterator;
 * :mod:`bnlib.models`: the MLP and CNN builders used in the book;
-* :mod:`bnlib.training`: a training loop that returns its history, and side-by-side comparisons;
+* :mod:`bnlib.training` and :mod:`bnlib.optim`: a training loop that returns its
+  :class:`~bnlib.history.History`, and side-by-side comparisons on identical batches;
 * :mod:`bnlib.plotting`: figures of those histories.
 """
 
@@ -15,7 +16,8 @@ from bnlib.functional import BatchNormFunction, batch_norm
 from bnlib.gradcheck import numerical_gradient, relative_error
 from bnlib.models import SmallCNN, build_cnn, build_mlp
 from bnlib.plotting import plot_comparison, plot_histories, plot_seed_spread, plot_step_loss
-from bnlib.training import History, TrainConfig, compare, default_device, evaluate, train
+from bnlib.history import History
+from bnlib.training import TrainConfig, compare, default_device, evaluate, train
 
 __version__ = "0.1.0"
 

@@ -21,7 +21,8 @@ import torch
 from bnlib.data import DataError, load_mnist
 from bnlib.models import build_mlp
 from bnlib.plotting import plot_comparison
-from bnlib.training import History, TrainConfig, compare
+from bnlib.history import History
+from bnlib.training import TrainConfig, compare
 
 __all__ = ["build_parser", "main"]
 

@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bnlib.training import History
+from bnlib.history import History
 
 __all__ = ["plot_histories", "plot_comparison", "plot_step_loss", "plot_seed_spread"]
 

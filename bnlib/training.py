@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,9 +19,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from bnlib.data import MNIST, Batches
+from bnlib.history import History
 from bnlib.optim import lean_step, make_optimizer
 
-__all__ = ["TrainConfig", "History", "default_device", "evaluate", "train", "compare"]
+__all__ = ["TrainConfig", "default_device", "evaluate", "train", "compare"]
 
 EvalCallback = Callable[[int, str, nn.Module], None]
 
@@ -82,44 +83,6 @@ class TrainConfig:
                 torch.device(self.device)
             except RuntimeError as error:
                 raise ValueError(f"device {self.device!r} is not a torch device: {error}") from None
-
-
-@dataclass
-class History:
-    """What happened while training one model.
-
-    Args:
-        step_loss: training loss of every step.
-        train_loss: per epoch, mean of the step losses (train mode, as the optimizer saw them).
-        train_acc: per epoch, fraction of training examples classified correctly during the steps.
-        test_loss: per epoch, mean loss on the whole test set in eval mode.
-        test_acc: per epoch, fraction of the test set classified correctly in eval mode.
-        eval_step: steps at which the extra ``eval_every`` evaluations happened.
-        eval_test_acc: test accuracy at those steps.
-        epoch_seconds: wall-clock seconds per epoch (training steps plus evaluation).
-    """
-
-    step_loss: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
-    eval_step: list[int] = field(default_factory=list)
-    eval_test_acc: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, list]:
-        """Return the fields as a JSON-ready dict of lists."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, list]) -> History:
-        """Rebuild a History from :meth:`to_dict`'s output."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown History fields {sorted(unknown)}; expected {sorted(names)}")
-        return cls(**{name: list(values) for name, values in data.items()})
 
 
 def evaluate(model: nn.Module, data: MNIST, batch_size: int = 10_000) -> tuple[float, float]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bnlib import cli
-from bnlib.training import History
+from bnlib.history import History
 from synthetic import synthetic_mnist
 
 ROOT = Path(__file__).resolve().parents[1]

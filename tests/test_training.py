@@ -12,7 +12,8 @@ from torch import nn
 
 from bnlib.data import MNIST, Batches
 from bnlib.models import build_mlp
-from bnlib.training import History, TrainConfig, compare, default_device, evaluate, train
+from bnlib.history import History
+from bnlib.training import TrainConfig, compare, default_device, evaluate, train
 from synthetic import synthetic_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
