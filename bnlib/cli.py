@@ -9,19 +9,20 @@ after every epoch. The command prints a per-epoch table and writes ``curves.png`
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from bnlib.data import DataError, load_mnist
+from bnlib.download import write_atomically
+from bnlib.history import History
 from bnlib.models import build_mlp
 from bnlib.plotting import plot_comparison
-from bnlib.history import History
 from bnlib.training import TrainConfig, compare
 
 __all__ = ["build_parser", "main"]
@@ -111,28 +112,15 @@ def format_table(histories: Mapping[str, History]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, then rename it to ``path``.
-
-    A reader never sees a half-written file, and an interrupted run leaves the old one intact.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _save_results(out: Path, histories: Mapping[str, History], config: TrainConfig,
                   args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     record = {"config": asdict(config), "bn": args.bn, "train_subset": args.train_subset,
               "histories": {name: h.to_dict() for name, h in histories.items()}}
-    text = json.dumps(record, indent=2)
-    _write_atomically(out / "history.json", lambda path: path.write_text(text + "\n"))
-    figure = plot_comparison(histories)
-    _write_atomically(out / "curves.png", lambda path: figure.savefig(path, format="png", dpi=120))
+    write_atomically(out / "history.json", (json.dumps(record, indent=2) + "\n").encode())
+    image = io.BytesIO()
+    plot_comparison(histories).savefig(image, format="png", dpi=120)
+    write_atomically(out / "curves.png", image.getvalue())
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:

@@ -40,7 +40,7 @@ def plot_histories(
     """Plot a per-epoch metric of several models: training dashed, test solid.
 
     Args:
-        histories: model name -> :class:`~bnlib.training.History`.
+        histories: model name -> :class:`~bnlib.history.History`.
         metric: ``"accuracy"`` or ``"loss"``. Default: ``"accuracy"``.
         ax: Axes to draw on. Default: ``None`` (a new Figure).
 
@@ -71,7 +71,7 @@ def plot_comparison(
     """Plot loss and accuracy per epoch side by side (1x2).
 
     Args:
-        histories: model name -> :class:`~bnlib.training.History`.
+        histories: model name -> :class:`~bnlib.history.History`.
         axes: two Axes, for loss and accuracy. Default: ``None`` (a new 1x2 Figure).
 
     Returns:
@@ -103,7 +103,7 @@ def plot_step_loss(
     :math:`k` = ``smooth``; histories shorter than the window are drawn unsmoothed.
 
     Args:
-        histories: model name -> :class:`~bnlib.training.History`.
+        histories: model name -> :class:`~bnlib.history.History`.
         smooth: window of the moving average, in steps; 1 draws every step. Default: ``50``.
         ax: Axes to draw on. Default: ``None`` (a new Figure).
 
