@@ -3,21 +3,35 @@
 Chapters are MyST Markdown notebooks; nbval only reads ``.ipynb``. Each chapter is converted with
 jupytext in memory, so nothing is written next to the source, and its code cells become test items
 named ``book/<chapter>.md::Cell <n>``. The kernel runs in the current environment and starts in the
-chapter's folder, as it does when a reader opens the chapter in Jupyter. Stored outputs are not
-compared (chapters keep none); a cell that raises fails the suite.
+chapter's folder, as it does when a reader opens the chapter in Jupyter. A cell that raises fails
+the suite.
+
+Chapters keep no outputs; the book build stores what it executed in
+``_build/jupyter_execute/book/<chapter>.ipynb`` (``$BNLIB_BOOK_BUILD/_build/...`` when that is
+set). When that notebook holds exactly the chapter's code cells, nbval compares each fresh output
+with the build's, so a chapter that prints something different on a second run (a result that is
+not reproducible, or a build that reused outputs of older code) fails. Not compared: images,
+stderr (warnings name temporary files), durations (``12 s``, ``340 us``), values passed to
+``glue`` (the build keeps them apart from the outputs; the chapters' hidden assertions check them)
+and cells tagged ``nbval-ignore-output``. Without a matching build, cells are only run.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import os
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pytest
 import yaml
 from nbval.plugin import IPyNbCell, IPyNbFile, find_comment_markers, find_metadata_tags
 
 ROOT = Path(__file__).resolve().parent
+GLUE_MIME_PREFIX = "application/papermill.record/"
+# A duration as chapters print one: a number and a unit of time.
+DURATION = (r"\b\d[\d,.]*(?:e[-+]?\d+)?\s*(?:ns|us|µs|ms|s|sec|seconds|min|minutes)\b", "<duration>")
 
 
 def toc_chapters(toc_file: Path = ROOT / "_toc.yml") -> set[Path]:
@@ -33,23 +47,68 @@ def toc_chapters(toc_file: Path = ROOT / "_toc.yml") -> set[Path]:
     return {(toc_file.parent / f"{name}.md").resolve() for name in entries}
 
 
+def built_notebook(chapter: Path, build_root: Path) -> Path:
+    """Where the book build under ``build_root`` stores the executed ``chapter``."""
+    name = chapter.resolve().relative_to(ROOT).with_suffix(".ipynb")
+    return build_root / "_build" / "jupyter_execute" / name
+
+
+def reference_cells(code_cells: list, built: Path) -> list | None:
+    """The built notebook's code cells, if it holds exactly ``code_cells`` (else None)."""
+    if not built.is_file():
+        return None
+    reference = [cell for cell in nbformat.read(built, as_version=4).cells
+                 if cell.cell_type == "code"]
+    if [cell.source.strip() for cell in reference] != [cell.source.strip() for cell in code_cells]:
+        return None
+    return reference
+
+
+class MystNotebookCell(IPyNbCell):
+    """A chapter's code cell; the values it glues are not among the outputs compared."""
+
+    def compare_outputs(self, test, ref, skip_compare=None):
+        shown = [output for output in test
+                 if not any(key.startswith(GLUE_MIME_PREFIX) for key in output.get("data", {}))]
+        return super().compare_outputs(shown, ref, skip_compare)
+
+
 class MystNotebookFile(IPyNbFile):
-    """An nbval collector that reads a MyST Markdown notebook through jupytext."""
+    """An nbval collector that reads a MyST Markdown notebook through jupytext, and compares
+    fresh outputs with the book build's when the build executed the same code."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.compare_outputs = False
+        self.skip_compare = (*self.skip_compare, "stderr")
+        self.code_cells: list = []
+        self.cell_options: list[dict] = []
 
     def collect(self):
         self.nb = jupytext.read(self.path)
-        code_cells = (cell for cell in self.nb.cells if cell.cell_type == "code")
-        for number, cell in enumerate(code_cells):
+        self.code_cells = [cell for cell in self.nb.cells if cell.cell_type == "code"]
+        for number, cell in enumerate(self.code_cells):
             options = defaultdict(bool, find_metadata_tags(cell.metadata))
             options.update(find_comment_markers(cell.source))
-            options.setdefault("check", self.compare_outputs)
-            yield IPyNbCell.from_parent(
+            self.cell_options.append(options)
+            yield MystNotebookCell.from_parent(
                 self, name=f"Cell {number}", cell_num=number, cell=cell, options=options
             )
+
+    def setup(self):
+        """Start the kernel; take the build's outputs as references, which exist only now (the
+        build runs earlier in the session)."""
+        super().setup()
+        self.sanitize_patterns = OrderedDict([DURATION, *self.sanitize_patterns.items()])
+        built = built_notebook(self.path, Path(os.environ.get("BNLIB_BOOK_BUILD") or ROOT))
+        reference = reference_cells(self.code_cells, built)
+        if reference is None and built.is_file():
+            self.warn(pytest.PytestWarning(f"{built} was built from other code than {self.path}: "
+                                           f"outputs not compared (rebuild the book)"))
+        for number, (cell, options) in enumerate(zip(self.code_cells, self.cell_options)):
+            options.setdefault("check", reference is not None)
+            if reference is not None:
+                cell.outputs = reference[number].outputs
+                cell.execution_count = reference[number].execution_count or number + 1
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,3 +120,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.suffix == ".md" and file_path.resolve() in toc_chapters():
         return MystNotebookFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the unit tests first, then the book build and its pages (marked ``book``), then the
+    chapters under nbval, which compare their outputs with that build's."""
+    def stage(item: pytest.Item) -> int:
+        if isinstance(item, IPyNbCell):
+            return 2
+        return 1 if item.get_closest_marker("book") else 0
+
+    items.sort(key=stage)

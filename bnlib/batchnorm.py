@@ -102,7 +102,9 @@ class _BatchNorm(nn.Module):
             state_dict[key] = torch.tensor(0, dtype=torch.long)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
 
-    def _check_input(self, input: Tensor) -> None:
+    def check_input(self, input: Tensor) -> None:
+        """Raise a ValueError, saying what to change, unless ``input`` has an accepted rank and
+        ``num_features`` channels."""
         if input.dim() not in self.accepted_dims:
             raise ValueError(
                 f"{type(self).__name__} expected {self.input_description} input, got "
@@ -116,8 +118,12 @@ class _BatchNorm(nn.Module):
                 "num_features equal the number of channels."
             )
 
-    def _average_factor(self) -> float:
-        """Count a training batch and return the momentum to use for it (torch's rule)."""
+    def next_average_factor(self) -> float:
+        """Count a training batch and return the factor of its running-statistics update.
+
+        Torch's rule: ``momentum``, or with ``momentum=None`` the cumulative average's
+        ``1 / num_batches_tracked``. Only a training batch with running statistics is counted.
+        """
         if not (self.training and self.track_running_stats):
             return 0.0 if self.momentum is None else self.momentum
         self.num_batches_tracked.add_(1)
@@ -126,8 +132,8 @@ class _BatchNorm(nn.Module):
         return self.momentum
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input(input)
-        factor = self._average_factor()
+        self.check_input(input)
+        factor = self.next_average_factor()
         # Batch statistics in training, and in eval too when there are no running statistics.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         # Running statistics are passed only when they are to be used or updated.

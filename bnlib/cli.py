@@ -9,16 +9,21 @@ after every epoch. The command prints a per-epoch table and writes ``curves.png`
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
+import math
+import os
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from bnlib.data import DataError, load_mnist
+from bnlib.data import MNIST, DataError, load_mnist
+from bnlib.device import check_device
 from bnlib.download import write_atomically
 from bnlib.history import History
 from bnlib.models import build_mlp
@@ -39,8 +44,13 @@ examples:
   python -m bnlib compare --epochs 1 --train-subset 5000 --threads 1 --no-progress
 
 MNIST is read from DIR/MNIST/raw/ (--data-dir), else from $BNLIB_DATA, else from
-~/.cache/bnlib; missing files are downloaded unless --no-download is given. A missing or
-corrupt data set ends with exit status 2 and a message saying how to fix it.
+~/.cache/bnlib; missing files are downloaded unless --no-download is given.
+
+Bad input (an impossible setting, an unavailable --device, an --out that cannot be written, a
+missing, corrupt or unreadable data set) ends with exit status 2 and a message saying how to fix
+it, before any training. Ctrl-C during training writes the epochs that finished and exits with
+status 130. history.json is strict JSON: a value that is not finite (a run that diverged) is
+written as null.
 """
 
 
@@ -51,6 +61,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _subset_size(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 2 (a batch-normalised step needs two images), got {text}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
 def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     add = parser.add_argument
@@ -58,7 +83,7 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="passes over the training set (default: %(default)s)")
     add("--batch-size", type=int, default=defaults.batch_size,
         help="examples per step, at least 2 (default: %(default)s)")
-    add("--lr", type=float, default=defaults.lr, help="learning rate (default: %(default)s)")
+    add("--lr", type=_learning_rate, default=defaults.lr, help="learning rate (default: %(default)s)")
     add("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
         help="optimizer of both models (default: %(default)s)")
     add("--momentum", type=float, default=defaults.momentum,
@@ -74,12 +99,13 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", metavar="DIR", default="results",
         help="folder for curves.png and history.json, created if needed (default: %(default)s)")
     add("--device", default=None,
-        help="torch device such as cpu or cuda (default: cuda when available, else cpu)")
+        help="torch device such as cpu or cuda, checked to exist here "
+             "(default: cuda when available, else cpu)")
     add("--threads", type=_positive_int, default=1,
         help="CPU threads for torch (torch.set_num_threads). One is fastest for these small "
              "networks, whose operations are too short to share (default: %(default)s)")
-    add("--train-subset", metavar="N", type=_positive_int, default=None,
-        help="train on the first N training images only (default: all 60,000)")
+    add("--train-subset", metavar="N", type=_subset_size, default=None,
+        help="train on the first N training images only, N >= 2 (default: all 60,000)")
     add("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -112,12 +138,34 @@ def format_table(histories: Mapping[str, History]) -> str:
     return "\n".join(lines)
 
 
+def _check_out(out: Path) -> None:
+    """ValueError unless ``out`` is, or can become, a folder this process can write into.
+
+    Checked before the data are read, so that a run is never trained and then lost. Nothing is
+    left behind: writability is probed by making and removing an empty folder.
+    """
+    fix = "give --out a folder you can write to (it is created if needed)"
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        problem = "is a file" if existing == out else f"lies under the file {existing}"
+        raise ValueError(f"--out {out} {problem}; {fix}")
+    for name in ("history.json", "curves.png"):
+        if (out / name).is_dir():
+            raise ValueError(f"--out {out}: {out / name} is a folder; {fix}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".bnlib-probe-", dir=existing))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"--out {out}: cannot write into {existing} ({reason}); {fix}") from None
+
+
 def _save_results(out: Path, histories: Mapping[str, History], config: TrainConfig,
-                  args: argparse.Namespace) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+                  args: argparse.Namespace, epochs_done: int) -> None:
     record = {"config": asdict(config), "bn": args.bn, "train_subset": args.train_subset,
+              "epochs_done": epochs_done,
               "histories": {name: h.to_dict() for name, h in histories.items()}}
-    write_atomically(out / "history.json", (json.dumps(record, indent=2) + "\n").encode())
+    text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+    write_atomically(out / "history.json", text.encode())
     image = io.BytesIO()
     plot_comparison(histories).savefig(image, format="png", dpi=120)
     write_atomically(out / "curves.png", image.getvalue())
@@ -125,33 +173,67 @@ def _save_results(out: Path, histories: Mapping[str, History], config: TrainConf
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the arguments ask for; ValueError on an impossible setting."""
-    if args.device is not None and args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    check_device(args.device)
+    _check_out(Path(args.out))
     return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                        optimizer=args.optimizer, momentum=args.momentum, seed=args.seed,
                        device=args.device, progress=not args.no_progress)
 
 
-def _run_compare(args: argparse.Namespace, config: TrainConfig) -> int:
-    torch.set_num_threads(args.threads)
+def _load(args: argparse.Namespace) -> tuple[MNIST, MNIST]:
+    """The training and test sets; DataError (or OSError) when they cannot be read."""
     train_set = load_mnist("train", root=args.data_dir, download=not args.no_download)
     test_set = load_mnist("test", root=args.data_dir, download=not args.no_download)
     if args.train_subset is not None:
-        train_set = train_set.subset(min(args.train_subset, len(train_set)))
+        if args.train_subset > len(train_set):
+            args.command_parser.error(f"--train-subset {args.train_subset}: the training set has "
+                                      f"only {len(train_set)} images; give at most that many")
+        train_set = train_set.subset(args.train_subset)
+    return train_set, test_set
+
+
+def _run_compare(args: argparse.Namespace, config: TrainConfig, data: tuple[MNIST, MNIST]) -> int:
+    """Train, print the table and write the results; after Ctrl-C, keep the finished epochs."""
     models = {"BN": build_mlp(norm=args.bn, seed=args.seed),
               "no BN": build_mlp(norm="none", seed=args.seed)}
-    histories = compare(models, train_set, test_set, config)
-    print(format_table(histories))
-    _save_results(Path(args.out), histories, config, args)
-    print(f"wrote {Path(args.out) / 'curves.png'} and {Path(args.out) / 'history.json'}")
-    return 0
+    finished: dict[str, History] = {}
+    epochs_done = 0
+
+    def keep(epochs: int, histories: Mapping[str, History]) -> None:
+        nonlocal epochs_done
+        finished.update(copy.deepcopy(dict(histories)))
+        epochs_done = epochs
+
+    out = Path(args.out)
+    try:
+        compare(models, *data, config, on_epoch=keep)
+    except KeyboardInterrupt:
+        if not epochs_done:
+            print("interrupted before the first epoch ended; nothing was written", file=sys.stderr)
+            return 130
+        status = 130
+    else:
+        status = 0
+    print(format_table(finished))
+    out.mkdir(parents=True, exist_ok=True)
+    _save_results(out, finished, config, args, epochs_done)
+    written = f"{out / 'curves.png'} and {out / 'history.json'}"
+    if status:
+        print(f"interrupted after {epochs_done} of {config.epochs} epochs; wrote the finished "
+              f"epochs to {written}", file=sys.stderr)
+    else:
+        print(f"wrote {written}")
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
-    Bad arguments end, as usual with argparse, in ``SystemExit(2)`` after a usage message; a
-    missing or corrupt data set prints the reason on stderr and returns 2, without a traceback.
+    Every bad input ends before any training, with a message that says what to fix and exit
+    status 2: bad arguments (an impossible setting, an unavailable ``--device``, an ``--out``
+    that cannot be written) through argparse's ``SystemExit(2)`` after a usage message; a
+    missing, corrupt or unreadable data set by printing the reason on stderr and returning 2.
+    Ctrl-C during training writes the epochs that finished and returns 130.
 
     Args:
         argv: arguments without the program name. Default: ``None`` (``sys.argv[1:]``).
@@ -162,8 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config(args)
     except ValueError as error:
         args.command_parser.error(str(error))
+    torch.set_num_threads(args.threads)
     try:
-        return _run_compare(args, config)
-    except DataError as error:
+        data = _load(args)
+    except (DataError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted while reading the data; nothing was written", file=sys.stderr)
+        return 130
+    return _run_compare(args, config, data)

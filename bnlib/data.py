@@ -1,135 +1,25 @@
 """MNIST as in-memory tensors, and a batch iterator, without torchvision.
 
-Files are looked up in ``<root>/MNIST/raw/`` (torchvision's layout, so an existing torchvision
-download is reused), plain or ``.gz``. The root is, in order: the ``root`` argument, the
-``BNLIB_DATA`` environment variable, ``$XDG_CACHE_HOME/bnlib``, ``~/.cache/bnlib``.
+:func:`load_mnist` turns the files that :mod:`bnlib.mnist_files` finds, fetches and checks into
+an :class:`MNIST` of tensors; :class:`Batches` iterates over it in shuffled mini-batches.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from bnlib.download import DownloadError, download_verified
-from bnlib.idx import IdxFormatError, read_idx
+from bnlib.mnist_files import (IMAGE_SIZE, MNIST_FILES, DataError, IdxFile, SplitFiles, data_root,
+                               read_split)
 
 __all__ = ["MNIST_FILES", "Batches", "DataError", "IdxFile", "MNIST", "SplitFiles", "data_root",
            "load_mnist"]
-
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
-
-
-class DataError(RuntimeError):
-    """MNIST is missing, corrupt, or cannot be downloaded; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class IdxFile:
-    """One MNIST file: name without ``.gz``, sizes, and md5 of the uncompressed bytes."""
-
-    name: str
-    shape: tuple[int, ...]
-    md5: str
-
-
-@dataclass(frozen=True)
-class SplitFiles:
-    """The image file and the label file of one split."""
-
-    images: IdxFile
-    labels: IdxFile
-
-
-def _split_files(prefix: str, count: int, images_md5: str, labels_md5: str) -> SplitFiles:
-    return SplitFiles(
-        images=IdxFile(f"{prefix}-images-idx3-ubyte", (count, IMAGE_SIZE, IMAGE_SIZE), images_md5),
-        labels=IdxFile(f"{prefix}-labels-idx1-ubyte", (count,), labels_md5),
-    )
-
-
-# md5 digests of the canonical uncompressed files (the same as torchvision's extracted files).
-MNIST_FILES: Mapping[str, SplitFiles] = MappingProxyType({
-    "train": _split_files("train", 60_000, "6bbc9ace898e44ae57da46a324031adb",
-                          "a25bea736e30d166cdddb491f175f624"),
-    "test": _split_files("t10k", 10_000, "2646ac647ad5339dbf082846283269ea",
-                         "27ae3e4e09519cfbb04c329615203637"),
-})
-
-_POINT_ELSEWHERE = ("set the BNLIB_DATA environment variable, or pass root= (--data-dir on the "
-                    "command line), to a folder that contains MNIST/raw/ with the four MNIST files")
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    r"""Return the folder whose ``MNIST/raw/`` holds the MNIST files.
-
-    Args:
-        root (str or PathLike, optional): used when given (``~`` is expanded). Default: ``None``,
-            meaning ``$BNLIB_DATA`` when set, else ``$XDG_CACHE_HOME/bnlib``, else
-            ``~/.cache/bnlib``.
-    """
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get("BNLIB_DATA"):
-        return Path(os.environ["BNLIB_DATA"]).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME")
-    if cache_home and Path(cache_home).is_absolute():  # the XDG spec ignores relative values
-        return Path(cache_home) / "bnlib"
-    return Path.home() / ".cache" / "bnlib"
-
-
-def _data_error(problem: str, folder: Path, fix: str) -> DataError:
-    return DataError(f"{problem}\n  folder searched: {folder}\n  to fix: {fix}")
-
-
-def _locate(file: IdxFile, folder: Path, download: bool) -> Path:
-    """The path of ``file`` in ``folder`` (uncompressed preferred), downloading it when allowed."""
-    for candidate in (folder / file.name, folder / f"{file.name}.gz"):
-        if candidate.is_file():
-            return candidate
-    if not download:
-        raise _data_error(f"MNIST file {file.name} (or {file.name}.gz) not found", folder,
-                          f"call load_mnist(..., download=True) with internet access, or "
-                          f"{_POINT_ELSEWHERE}")
-    try:
-        return download_verified(file.name, file.md5, folder)
-    except DownloadError as error:
-        raise _data_error(f"could not download MNIST file {folder / file.name}.gz: {error}",
-                          folder, f"connect to the internet and rerun, or {_POINT_ELSEWHERE}"
-                          ) from None
-
-
-def _read_checked(file: IdxFile, path: Path) -> np.ndarray:
-    """The read-only array in ``path``, or a DataError that names the file and the remedy."""
-    try:
-        array = read_idx(path, file.shape)
-        if len(file.shape) == 1 and array.size and array.max() >= NUM_CLASSES:
-            raise IdxFormatError(f"it holds the label {array.max()} (expected 0 to "
-                                 f"{NUM_CLASSES - 1})")
-    except (IdxFormatError, OSError) as error:
-        raise _data_error(f"MNIST file {path} is corrupt or unreadable: {error}", path.parent,
-                          f"delete {path} and rerun (with download=True a fresh copy is "
-                          f"fetched), or {_POINT_ELSEWHERE}") from None
-    return array
-
-
-@functools.lru_cache(maxsize=4)
-def _decode_split(files: SplitFiles, image_path: Path, label_path: Path,
-                  stamps: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded, read-only ``uint8`` arrays, cached per paths, sizes and modification times."""
-    del stamps  # only part of the cache key: a replaced file is decoded again
-    images = _read_checked(files.images, image_path)
-    labels = _read_checked(files.labels, label_path)
-    return images.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE), labels
 
 
 def load_mnist(split: str = "train", root: str | os.PathLike | None = None,
@@ -153,17 +43,10 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None,
 
     Raises:
         ValueError: ``split`` is not ``"train"`` or ``"test"``.
-        DataError: a file is missing, corrupt, or cannot be downloaded.
+        DataError: a file is missing, unreadable or corrupt, or cannot be downloaded; the
+            message says which, and what to do.
     """
-    if split not in MNIST_FILES:
-        raise ValueError(f"split must be one of {sorted(MNIST_FILES)}, got {split!r}")
-    files = MNIST_FILES[split]
-    folder = data_root(root) / "MNIST" / "raw"
-    image_path = _locate(files.images, folder, download).resolve()
-    label_path = _locate(files.labels, folder, download).resolve()
-    stats = (image_path.stat(), label_path.stat())
-    stamps = tuple(value for stat in stats for value in (stat.st_mtime_ns, stat.st_size))
-    images, labels = _decode_split(files, image_path, label_path, stamps)
+    images, labels = read_split(split, root, download)
     return MNIST(images=torch.from_numpy(images.astype(np.float32)).div_(255),
                  labels=torch.from_numpy(labels.astype(np.int64)))
 

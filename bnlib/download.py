@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["DOWNLOAD_TIMEOUT", "MNIST_MIRRORS", "DownloadError", "download_verified",
+__all__ = ["DOWNLOAD_TIMEOUT", "MNIST_MIRRORS", "DownloadError", "SaveError", "download_verified",
            "fetch_verified", "write_atomically"]
 
 # torchvision's mirrors, in its order: the S3 copy is reliable, the original site not always.
@@ -31,6 +31,10 @@ DOWNLOAD_TIMEOUT: float = 10.0
 
 class DownloadError(OSError):
     """No mirror delivered the file with the expected content, or it could not be written."""
+
+
+class SaveError(DownloadError):
+    """The file was fetched and verified, but could not be written to its folder."""
 
 
 def _fetch(url: str, timeout: float) -> bytes:
@@ -132,12 +136,13 @@ def download_verified(name: str, md5: str, folder: str | os.PathLike, *,
         Path: ``folder / (name + ".gz")``.
 
     Raises:
-        DownloadError: no mirror delivered the right content, or the file could not be written.
+        DownloadError: no mirror delivered the right content.
+        SaveError: the file could not be written (a :class:`DownloadError` too).
     """
     payload = fetch_verified(name, md5, mirrors=mirrors, timeout=timeout)
     target = Path(folder) / f"{name}.gz"
     try:
         write_atomically(target, payload)
     except OSError as error:
-        raise DownloadError(f"could not write {target}: {error}") from None
+        raise SaveError(f"could not write {target}: {error}") from None
     return target

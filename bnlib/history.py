@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
@@ -33,14 +34,20 @@ class History:
     epoch_seconds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, list]:
-        """Return the fields as a JSON-ready dict of lists."""
-        return asdict(self)
+        """Return the fields as a dict of lists that strict JSON can hold.
+
+        A non-finite value (NaN or infinity, as a diverged run records) becomes ``None``, which
+        JSON writes as ``null``: ``json.dumps(history.to_dict(), allow_nan=False)`` never fails.
+        """
+        return {name: [None if isinstance(value, float) and not math.isfinite(value) else value
+                       for value in values] for name, values in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, list]) -> History:
-        """Rebuild a History from :meth:`to_dict`'s output."""
+        """Rebuild a History from :meth:`to_dict`'s output; ``None`` is read back as NaN."""
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown History fields {sorted(unknown)}; expected {sorted(names)}")
-        return cls(**{name: list(values) for name, values in data.items()})
+        return cls(**{name: [math.nan if value is None else value for value in values]
+                      for name, values in data.items()})

@@ -8,6 +8,7 @@ step waits for a result (losses and logits stay tensors until the end of the epo
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,20 +20,19 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from bnlib.data import MNIST, Batches
+from bnlib.device import check_device, default_device
 from bnlib.history import History
 from bnlib.optim import lean_step, make_optimizer
 
-__all__ = ["TrainConfig", "default_device", "evaluate", "train", "compare"]
+__all__ = ["LockstepLoop", "ModelRun", "TrainConfig", "check_device", "compare", "default_device",
+           "evaluate", "require_int", "train"]
 
 EvalCallback = Callable[[int, str, nn.Module], None]
+EpochCallback = Callable[[int, Mapping[str, History]], None]
 
 
-def default_device() -> torch.device:
-    """Return ``cuda`` when a CUDA device is available, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _check_int(name: str, value: Any, minimum: int, why: str = "") -> None:
+def require_int(name: str, value: Any, minimum: int, why: str = "") -> None:
+    """Raise ``ValueError`` unless ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}{why}, got {value!r}")
 
@@ -43,7 +43,7 @@ class TrainConfig:
 
     Args:
         epochs: passes over the training set, at least 1. Default: ``10``.
-        lr: learning rate, positive. Default: ``0.01``.
+        lr: learning rate, a positive finite number. Default: ``0.01``.
         batch_size: examples per step, at least 2 (batch normalisation needs two values per
             channel to estimate a variance). Default: ``32``.
         optimizer: ``"adam"`` or ``"sgd"``. Default: ``"adam"``.
@@ -66,14 +66,14 @@ class TrainConfig:
     eval_every: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 2,
+        require_int("epochs", self.epochs, 1)
+        require_int("batch_size", self.batch_size, 2,
                    " (batch normalisation needs more than one value per channel)")
-        _check_int("seed", self.seed, 0)
+        require_int("seed", self.seed, 0)
         if self.eval_every is not None:
-            _check_int("eval_every", self.eval_every, 1, " or None")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            require_int("eval_every", self.eval_every, 1, " or None")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not 0 <= self.momentum < 1:
@@ -100,7 +100,7 @@ def evaluate(model: nn.Module, data: MNIST, batch_size: int = 10_000) -> tuple[f
     Shape:
         - data.images: :math:`(N, 1, 28, 28)`; model output :math:`(N, C)`.
     """
-    _check_int("batch_size", batch_size, 1)
+    require_int("batch_size", batch_size, 1)
     if len(data) == 0:
         raise ValueError("cannot evaluate on an empty data set")
     device = next(model.parameters()).device
@@ -121,7 +121,7 @@ def evaluate(model: nn.Module, data: MNIST, batch_size: int = 10_000) -> tuple[f
     return total_loss.item() / len(data), total_correct.item() / len(data)
 
 
-class _Run:
+class ModelRun:
     """One model's training state inside :func:`compare`."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -156,10 +156,10 @@ class _Run:
 
 
 @dataclass
-class _Loop:
+class LockstepLoop:
     """What every epoch of :func:`compare` shares; ``step`` counts the steps taken so far."""
 
-    runs: dict[str, _Run]
+    runs: dict[str, ModelRun]
     batches: Batches
     test_set: MNIST
     config: TrainConfig
@@ -168,7 +168,7 @@ class _Loop:
     step: int = 0
     results: dict[tuple[int, str], tuple[float, float]] = field(default_factory=dict)
 
-    def evaluate(self, name: str, run: _Run) -> tuple[float, float]:
+    def evaluate(self, name: str, run: ModelRun) -> tuple[float, float]:
         """Evaluate on the test set, call ``on_eval`` in eval mode, return to train mode.
 
         A model is evaluated at most once per step: an epoch that ends on an ``eval_every`` step
@@ -219,7 +219,8 @@ class _Loop:
 
 
 def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
-            config: TrainConfig, *, on_eval: EvalCallback | None = None) -> dict[str, History]:
+            config: TrainConfig, *, on_eval: EvalCallback | None = None,
+            on_epoch: EpochCallback | None = None) -> dict[str, History]:
     """Train several models in lockstep on the identical sequence of batches.
 
     One :class:`bnlib.data.Batches` iterator, shuffled by a ``torch.Generator`` seeded with
@@ -237,6 +238,9 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
         on_eval: called as ``on_eval(step, name, model)`` at every evaluation (every
             ``config.eval_every`` steps and at the end of every epoch) with the model in eval
             mode. Default: ``None``.
+        on_epoch: called as ``on_epoch(epochs_done, histories)`` after every epoch, once every
+            model's history holds that epoch (for example to keep the finished epochs when the
+            run is interrupted). Default: ``None``.
 
     Returns:
         One :class:`History` per model name.
@@ -244,9 +248,9 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
     if not models or len(train_set) < 2:
         raise ValueError(f"compare needs at least one model and 2 training examples, got "
                          f"{len(models)} model(s) and {len(train_set)} example(s)")
-    device = torch.device(config.device) if config.device is not None else default_device()
+    device = check_device(config.device)
     train_set, test_set = train_set.to(device), test_set.to(device)
-    runs = {name: _Run(model, make_optimizer(model.to(device).train(), config.optimizer,
+    runs = {name: ModelRun(model, make_optimizer(model.to(device).train(), config.optimizer,
                                          lr=config.lr, momentum=config.momentum))
             for name, model in models.items()}
     drop_last = len(train_set) % config.batch_size == 1
@@ -254,15 +258,18 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
                       generator=torch.Generator().manual_seed(config.seed))
     with torch.enable_grad(), tqdm(total=config.epochs * len(batches), unit="step",
                                    disable=None if config.progress else True) as bar:
-        loop = _Loop(runs, batches, test_set, config, on_eval, bar)
+        loop = LockstepLoop(runs, batches, test_set, config, on_eval, bar)
         for epoch in range(config.epochs):
             bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
             loop.epoch()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, {name: run.history for name, run in runs.items()})
     return {name: run.history for name, run in runs.items()}
 
 
 def train(model: nn.Module, train_set: MNIST, test_set: MNIST, config: TrainConfig, *,
-          on_eval: EvalCallback | None = None) -> History:
+          on_eval: EvalCallback | None = None,
+          on_epoch: EpochCallback | None = None) -> History:
     """Train one model: :func:`compare` with the single model named ``"model"``.
 
     Args: as for :func:`compare`, with ``model`` (trained in place) instead of ``models``.
@@ -270,4 +277,5 @@ def train(model: nn.Module, train_set: MNIST, test_set: MNIST, config: TrainConf
     Returns:
         The model's :class:`History`.
     """
-    return compare({"model": model}, train_set, test_set, config, on_eval=on_eval)["model"]
+    return compare({"model": model}, train_set, test_set, config, on_eval=on_eval,
+                   on_epoch=on_epoch)["model"]

@@ -217,3 +217,38 @@ def test_bad_input_raises_clear_errors(layer, shape, message):
 def test_unknown_backward_mode_is_rejected():
     with pytest.raises(ValueError, match=r"backward must be one of .*got 'numerical'"):
         BatchNorm1d(3, backward="numerical")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(("affine", "track"), FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize("backward", MODES)
+def test_float32_layer_returns_the_dtype_of_a_half_precision_input(dtype, training, affine, track,
+                                                                    backward):
+    """As in torch on CPU, a float32 layer keeps bfloat16/float16 activations in their dtype in
+    both modes, so a half-precision network runs in eval as it does in training."""
+    ours, theirs = make_pair(BatchNorm2d, nn.BatchNorm2d, affine, track, backward=backward)
+    ours, theirs = ours.float(), theirs.float()
+    x = torch.randn(4, 3, 3, 2)
+    ours(x * 2 + 1)  # move the running statistics away from their initial values
+    theirs(x * 2 + 1)
+    ours.train(training)
+    theirs.train(training)
+    half = (torch.randn(4, 3, 3, 2) * 3 - 1).to(dtype)
+    out, expected = ours(half), theirs(half)
+    assert out.dtype == expected.dtype == dtype
+    torch.testing.assert_close(out.float(), expected.float(), rtol=0.02, atol=0.02)
+    assert ours.weight is None or ours.weight.dtype == torch.float32
+    if track:
+        assert ours.running_mean.dtype == torch.float32
+        torch.testing.assert_close(ours.running_mean, theirs.running_mean, rtol=0.01, atol=0.01)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backward", MODES)
+def test_half_precision_input_gets_gradients_in_its_dtype(dtype, backward):
+    layer = BatchNorm1d(3, backward=backward)
+    x = torch.randn(8, 3).to(dtype).requires_grad_()
+    layer(x).float().pow(2).sum().backward()
+    assert x.grad.dtype == dtype and layer.weight.grad.dtype == torch.float32
+    assert torch.isfinite(x.grad.float()).all()

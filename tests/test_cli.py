@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bnlib import cli
+from bnlib import cli, training
 from bnlib.history import History
 from synthetic import synthetic_mnist
 
@@ -107,20 +108,149 @@ def test_missing_data_exits_2_with_a_clear_message(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("arguments, words", [
+@pytest.fixture
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "a-file"
+    path.write_text("not a folder")
+    return path
+
+
+BAD_ARGUMENTS = [
     (["--batch-size", "1"], ["batch_size", ">= 2"]),
     (["--epochs", "0"], ["--epochs", ">= 1"]),
     (["--optimizer", "rmsprop"], ["--optimizer", "rmsprop"]),
-    (["--device", "cdua"], ["device", "cdua"]),
-])
-def test_bad_arguments_exit_2_with_usage(arguments, words, capsys):
+    (["--lr", "inf"], ["--lr", "positive finite", "inf"]),
+    (["--lr", "nan"], ["--lr", "positive finite", "nan"]),
+    (["--lr", "-0.1"], ["--lr", "positive finite"]),
+    (["--momentum", "nan"], ["momentum"]),
+    (["--device", "cdua"], ["device", "'cdua'", "not a torch device"]),
+    (["--device", "foo"], ["device", "'foo'", "not a torch device"]),
+    (["--device", "mps"], ["device 'mps' is not available here", "use 'cpu'"]),
+    (["--device", "meta"], ["device 'meta' is not available here", "use 'cpu'"]),
+    (["--train-subset", "0"], ["--train-subset", ">= 2"]),
+    (["--train-subset", "1"], ["--train-subset", ">= 2"]),
+    (["--out", "{file}"], ["--out", "is a file", "a folder you can write to"]),
+    (["--out", "{file}/results"], ["lies under the file", "a folder you can write to"]),
+    (["--out", "/proc/bnlib-results"], ["cannot write into /proc", "a folder you can write to"]),
+]
+if not torch.cuda.is_available():
+    BAD_ARGUMENTS.append((["--device", "cuda"], ["device 'cuda' is not available here", "'cpu'"]))
+
+
+@pytest.mark.parametrize("arguments, words", BAD_ARGUMENTS)
+def test_bad_arguments_exit_2_with_usage_before_reading_data(arguments, words, a_file,
+                                                               fake_loader, capsys):
+    arguments = [argument.format(file=a_file) for argument in arguments]
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["compare", *arguments])
+        cli.main(["compare", *arguments, "--no-progress"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "usage: python -m bnlib compare" in error
+    assert "usage: python -m bnlib compare" in error and "Traceback" not in error
     for word in words:
         assert word in error
+    assert fake_loader == [], "the data were read before the arguments were checked"
+
+
+def test_out_check_leaves_nothing_behind(tmp_path, fake_loader, capsys):
+    out = tmp_path / "results"
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--out", str(out), "--lr", "0"])
+    cli._check_out(out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_in_a_folder_that_refuses_writes_exits_2(tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", refuse)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", "--out", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    assert f"cannot write into {tmp_path} (Permission denied)" in capsys.readouterr().err
+
+
+def test_train_subset_larger_than_the_set_exits_2_before_training(fake_loader, tmp_path,
+                                                                  monkeypatch, capsys):
+    monkeypatch.setattr(cli, "compare", lambda *args, **kwargs: pytest.fail("training started"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", "--train-subset", "201", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--train-subset 201" in error and "only 200 images" in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("problem", ["under a file", "unreadable"])
+def test_an_unreadable_data_folder_exits_2_without_a_traceback(problem, a_file, tmp_path,
+                                                               monkeypatch, capsys):
+    if problem == "unreadable":  # root reads everything: make the loader meet the OS error
+        def unreadable(split, root=None, download=True):
+            raise PermissionError(13, "Permission denied", str(a_file))
+
+        monkeypatch.setattr(cli, "load_mnist", unreadable)
+    status = cli.main(["compare", "--data-dir", str(a_file / "data"), "--no-download",
+                       "--out", str(tmp_path / "out")])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "Traceback" not in error
+    assert str(a_file) in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_diverged_run_writes_strict_json_with_null(fake_loader, tmp_path, capsys):
+    status = cli.main(["compare", "--epochs", "1", "--lr", "1e30", "--batch-size", "16",
+                       "--out", str(tmp_path), "--no-progress"])
+    assert status == 0
+
+    def refuse(constant):
+        raise AssertionError(f"history.json holds {constant}, which strict JSON forbids")
+
+    record = json.loads((tmp_path / "history.json").read_text(), parse_constant=refuse)
+    losses = record["histories"]["no BN"]["step_loss"]
+    assert None in losses and all(isinstance(x, float) for x in losses if x is not None)
+    history = History.from_dict(record["histories"]["no BN"])
+    assert math.isnan(history.train_loss[0])
+
+
+def interrupt_after(epochs: int):
+    """``compare`` that raises KeyboardInterrupt, as Ctrl-C would, once ``epochs`` have ended."""
+    def interrupted_compare(*args, on_epoch, **kwargs):
+        def on_epoch_then_interrupt(done, histories):
+            on_epoch(done, histories)
+            if done == epochs:
+                raise KeyboardInterrupt
+
+        return training.compare(*args, on_epoch=on_epoch_then_interrupt, **kwargs)
+
+    return interrupted_compare
+
+
+def test_ctrl_c_keeps_the_finished_epochs(fake_loader, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "compare", interrupt_after(2))
+    status = cli.main(["compare", "--epochs", "5", "--batch-size", "16", "--out", str(tmp_path),
+                       "--no-progress"])
+    assert status == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"interrupted after 2 of 5 epochs; wrote the finished epochs "
+                                    f"to {tmp_path / 'curves.png'} and {tmp_path / 'history.json'}")
+    assert [row.split()[0] for row in captured.out.splitlines()[1:]] == ["1", "1", "2", "2"]
+    record = json.loads((tmp_path / "history.json").read_text())
+    assert record["epochs_done"] == 2 and record["config"]["epochs"] == 5
+    assert all(len(h["test_acc"]) == 2 and len(h["step_loss"]) == 2 * 13
+               for h in record["histories"].values())
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_ctrl_c_in_the_first_epoch_writes_nothing(fake_loader, tmp_path, monkeypatch, capsys):
+    def interrupted_compare(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "compare", interrupted_compare)
+    out = tmp_path / "out"
+    assert cli.main(["compare", "--out", str(out), "--no-progress"]) == 130
+    assert "nothing was written" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_format_table_has_one_row_per_epoch_and_model():

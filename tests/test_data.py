@@ -7,69 +7,27 @@ import hashlib
 import os
 import struct
 import urllib.error
-import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny_mnist import SIZES, idx_bytes, tiny_contents, tiny_split, use_tiny_table, write_split
 
-from bnlib import data, download
+from bnlib import download, mnist_files
 from bnlib.data import MNIST_FILES, DataError, data_root, load_mnist
 from bnlib.idx import idx_magic
-
-SIZES = {"train": 7, "test": 3}
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = struct.pack(f">I{array.ndim}I", idx_magic(array.ndim), *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def tiny_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(len(split))
-    count = SIZES[split]
-    return rng.integers(0, 256, (count, 28, 28), np.uint8), rng.integers(0, 10, count, np.uint8)
-
-
-def tiny_contents(split: str) -> dict[str, bytes]:
-    images, labels = tiny_split(split)
-    files = MNIST_FILES[split]
-    return {files.images.name: idx_bytes(images), files.labels.name: idx_bytes(labels)}
-
-
-def write_split(folder: Path, split: str, *, gz: bool) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, content in tiny_contents(split).items():
-        path = folder / (f"{name}.gz" if gz else name)
-        path.write_bytes(gzip.compress(content) if gz else content)
-        paths[name] = path
-    return paths
-
-
-
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    data._decode_split.cache_clear()
+    mnist_files._decode_split.cache_clear()
 
 
 @pytest.fixture
 def raw_folder(tmp_path, monkeypatch):
     """``<tmp_path>/MNIST/raw``, with MNIST_FILES describing the tiny splits (sizes and md5s)."""
-    table = {}
-    for split, count in SIZES.items():
-        files = MNIST_FILES[split]
-        md5s = {name: hashlib.md5(content).hexdigest()
-                for name, content in tiny_contents(split).items()}
-        table[split] = replace(
-            files,
-            images=replace(files.images, shape=(count, 28, 28), md5=md5s[files.images.name]),
-            labels=replace(files.labels, shape=(count,), md5=md5s[files.labels.name]))
-    monkeypatch.setattr(data, "MNIST_FILES", table)
+    use_tiny_table(monkeypatch)
     return tmp_path / "MNIST" / "raw"
 
 
@@ -166,8 +124,9 @@ def test_label_out_of_range(raw_folder):
 def test_second_load_is_cached_and_returns_independent_tensors(raw_folder, monkeypatch):
     write_split(raw_folder, "test", gz=True)
     reads = []
-    real_read = data.read_idx
-    monkeypatch.setattr(data, "read_idx", lambda *args: reads.append(args) or real_read(*args))
+    real_read = mnist_files.read_idx
+    monkeypatch.setattr(mnist_files, "read_idx",
+                        lambda *args: reads.append(args) or real_read(*args))
     first = load_mnist("test", root=raw_folder.parents[1])
     expected = first.images.clone(), first.labels.clone()
     first.images.fill_(7.0)
@@ -233,7 +192,7 @@ def test_download_puts_verified_files_in_place(raw_folder, monkeypatch):
     assert sorted(os.listdir(raw_folder)) == sorted(f"{name}.gz" for name in names)
     assert calls == [(f"{download.MNIST_MIRRORS[0]}{name}.gz", download.DOWNLOAD_TIMEOUT)
                      for name in names]
-    for file in (data.MNIST_FILES["test"].images, data.MNIST_FILES["test"].labels):
+    for file in (mnist_files.MNIST_FILES["test"].images, mnist_files.MNIST_FILES["test"].labels):
         content = gzip.decompress((raw_folder / f"{file.name}.gz").read_bytes())
         assert hashlib.md5(content).hexdigest() == file.md5
 
@@ -246,7 +205,7 @@ def test_offline_download_fails_cleanly(raw_folder, monkeypatch):
     message = str(caught.value)
     assert str(raw_folder / "train-images-idx3-ubyte.gz") in message
     assert f"folder searched: {raw_folder}" in message
-    assert "connect to the internet" in message and "BNLIB_DATA" in message
+    assert "internet connection" in message and "BNLIB_DATA" in message
     assert "Temporary failure in name resolution" in message
     assert [url for url, _ in calls] == [f"{mirror}train-images-idx3-ubyte.gz"
                                          for mirror in download.MNIST_MIRRORS]

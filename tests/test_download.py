@@ -136,6 +136,9 @@ def test_failed_write_removes_the_temporary_file(tmp_path, monkeypatch, failure,
         download_verified("f", MD5, tmp_path, mirrors=MIRRORS)
     assert written == [gzip.compress(CONTENT)]  # the temporary file was complete, then removed
     assert os.listdir(tmp_path) == []
+    if expected is DownloadError:  # a write failure says so by its type, for a precise hint
+        with pytest.raises(download.SaveError):
+            download_verified("f", MD5, tmp_path, mirrors=MIRRORS)
 
 
 def test_write_atomically_replaces_an_existing_file(tmp_path):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bnlib.functional import BatchNormFunction, batch_norm
+from bnlib.manual_backward import BatchNormBackward, batch_norm_backward_reference
 
 SHAPES = [(6, 3), (5, 3, 4), (4, 3, 3, 2)]
 MODES = ["manual", "autograd"]
@@ -163,6 +164,36 @@ def test_function_passes_gradcheck(affine):
     x, weight, bias, _, _ = leaves(*make_case((5, 3, 2), affine))
     inputs = (x, weight, bias, 1e-5)
     assert torch.autograd.gradcheck(BatchNormFunction.apply, inputs)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_function_returns_x_hat_inv_std_and_the_batch_statistics(shape, affine):
+    x, weight, bias, _, _ = make_case(shape, affine)
+    dims = [0] + list(range(2, len(shape)))
+    output, x_hat, inv_std, mean, var = BatchNormFunction.apply(x, weight, bias, 1e-5)
+    torch.testing.assert_close(mean, x.mean(dims))
+    torch.testing.assert_close(var, x.var(dims, correction=0))
+    torch.testing.assert_close(inv_std, (var + 1e-5).rsqrt())
+    torch.testing.assert_close(output, F.batch_norm(x, None, None, weight, bias, True))
+    assert x_hat.data_ptr() != output.data_ptr()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_reference_backward_equals_the_optimised_one_and_torch(shape, affine):
+    x, weight, bias, _, _ = make_case(shape, affine)
+    dy = torch.randn(shape, dtype=torch.float64)
+    _, x_hat, inv_std, _, _ = BatchNormFunction.apply(x, weight, bias, 1e-5)
+    plain = batch_norm_backward_reference(dy, x_hat, inv_std, weight)
+    fast = BatchNormBackward.apply(dy, x_hat, inv_std, weight, True)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    theirs = leaves(x, weight if affine else torch.ones(shape[1], dtype=x.dtype), bias)
+    F.batch_norm(theirs[0], None, None, theirs[1], theirs[2], True).backward(dy)
+    torch.testing.assert_close(plain[0], theirs[0].grad)
+    torch.testing.assert_close(plain[1], theirs[1].grad)
+    torch.testing.assert_close(plain[2], dy.sum([0] + list(range(2, len(shape)))))
+    assert BatchNormBackward.apply(dy, x_hat, inv_std, weight, False)[0] is None
 
 
 @pytest.mark.parametrize("backward", MODES)

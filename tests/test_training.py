@@ -13,7 +13,7 @@ from torch import nn
 from bnlib.data import MNIST, Batches
 from bnlib.models import build_mlp
 from bnlib.history import History
-from bnlib.training import TrainConfig, compare, default_device, evaluate, train
+from bnlib.training import TrainConfig, check_device, compare, default_device, evaluate, train
 from synthetic import synthetic_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -32,6 +32,8 @@ def config(**changes) -> TrainConfig:
     ({"epochs": 0}, ["epochs", ">= 1"]),
     ({"lr": 0.0}, ["lr", "positive"]),
     ({"lr": -1.0}, ["lr"]),
+    ({"lr": math.inf}, ["lr", "finite", "inf"]),
+    ({"lr": math.nan}, ["lr", "finite", "nan"]),
     ({"batch_size": 1}, ["batch_size", ">= 2", "more than one value"]),
     ({"optimizer": "rmsprop"}, ["optimizer", "'adam'", "'rmsprop'"]),
     ({"momentum": 1.0}, ["momentum"]),
@@ -48,6 +50,40 @@ def test_config_rejects_bad_settings(changes, words):
 def test_default_device_is_cuda_exactly_when_available():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert default_device() == torch.device(expected)
+
+
+def test_check_device_accepts_what_exists_and_says_what_to_use_otherwise():
+    assert check_device(None) == default_device()
+    assert check_device("cpu") == torch.device("cpu")
+    missing = ["mps", "meta"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:1"])
+    for name in missing:
+        with pytest.raises(ValueError, match=f"device '{name}' is not available here.*'cpu'"):
+            check_device(name)
+    with pytest.raises(ValueError, match="'foo' is not a torch device"):
+        check_device("foo")
+    with pytest.raises(ValueError, match="'mps' is not available"):
+        compare({"m": build_mlp(norm="none", seed=0)}, TRAIN, TEST, config(device="mps"))
+
+
+def test_on_epoch_sees_every_history_after_every_epoch():
+    seen = []
+
+    def record(epochs_done, histories):
+        seen.append((epochs_done, {name: len(h.test_acc) for name, h in histories.items()},
+                     {name: len(h.step_loss) for name, h in histories.items()}))
+
+    models = {"a": build_mlp(norm="none", seed=0), "b": build_mlp(norm="torch", seed=0)}
+    compare(models, TRAIN, TEST, config(epochs=3), on_epoch=record)
+    steps = len(Batches(TRAIN, 32))
+    assert seen == [(k, {"a": k, "b": k}, {"a": k * steps, "b": k * steps}) for k in (1, 2, 3)]
+
+
+def test_history_writes_non_finite_values_as_strict_json_null():
+    history = History(step_loss=[2.0, math.nan, math.inf], train_loss=[-math.inf])
+    text = json.dumps(history.to_dict(), allow_nan=False)
+    assert '"step_loss": [2.0, null, null]' in text and '"train_loss": [null]' in text
+    back = History.from_dict(json.loads(text))
+    assert back.step_loss[0] == 2.0 and all(math.isnan(x) for x in back.step_loss[1:])
 
 
 def test_history_round_trips_through_json():
