@@ -80,7 +80,9 @@ def train_data_parallel(train_set: MNIST, test_set: MNIST, config: DataParallelC
 
     Args:
         train_set (MNIST): training examples; the same on every process.
-        test_set (MNIST): examples for the evaluations (in eval mode, with rank 0's model).
+        test_set (MNIST): examples for the evaluations, in eval mode, which every process runs
+            on its own copy of the model (with per-process BN the copies' running statistics
+            differ by the last step's update).
         config (DataParallelConfig): the run's settings.
 
     Returns:

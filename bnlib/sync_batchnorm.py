@@ -103,6 +103,10 @@ class SyncBatchNormFunction(torch.autograd.Function):
         running_mean, running_var (Tensor or None): updated in place with the global statistics.
         eps (float), momentum (float): as in :func:`bnlib.batch_norm`.
         group: the process group whose processes share the batch.
+
+    Shape:
+        - Input: :math:`(N_k, C, *)` on process :math:`k`.
+        - Output: same shape as the input.
     """
 
     @staticmethod
@@ -160,7 +164,8 @@ class SyncBatchNorm(_BatchNorm):
     variance are those of the concatenation of every process's batch (see
     :class:`SyncBatchNormFunction`); the per-process batches may differ in size. The running
     statistics are updated with the global mean and unbiased variance, identically on every
-    process. In eval mode, or without a process group, it is :class:`bnlib.BatchNorm1d`.
+    process. In eval mode, or without a process group, it is plain BN (:class:`bnlib.BatchNorm1d`,
+    :class:`bnlib.BatchNorm2d`).
 
     Args:
         num_features (int): number of channels :math:`C`.
@@ -174,6 +179,8 @@ class SyncBatchNorm(_BatchNorm):
             Default: ``None`` (the default group, every process).
         device, dtype (optional): where and in which dtype the tensors are created.
             Default: ``None``.
+        bias (bool, keyword-only, optional): with ``affine=True``, learn :math:`\beta` too;
+            ``False`` keeps :math:`\gamma` only, as in torch. Default: ``True``.
 
     Shape:
         - Input: :math:`(N, C, *)`, for example :math:`(N, C)` or :math:`(N, C, H, W)`.
@@ -193,9 +200,13 @@ class SyncBatchNorm(_BatchNorm):
         process_group=None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats,
                          device=device, dtype=dtype)
+        if not bias:
+            self.register_parameter("bias", None)
         self.process_group = process_group
 
     def forward(self, input: Tensor) -> Tensor:
@@ -223,7 +234,7 @@ class SyncBatchNorm(_BatchNorm):
         output = module
         if isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm)):
             output = cls(module.num_features, module.eps, module.momentum, module.affine,
-                         module.track_running_stats, process_group)
+                         module.track_running_stats, process_group, bias=module.bias is not None)
             if module.affine:
                 output.weight, output.bias = module.weight, module.bias
             output.running_mean, output.running_var = module.running_mean, module.running_var

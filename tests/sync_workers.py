@@ -126,4 +126,14 @@ def all_checks(rank: int, world_size: int, cases: list[Case], train_set, test_se
     from bnlib.data_parallel import data_parallel_runs
 
     return {"cases": sync_worker(rank, world_size, cases),
-            "data_parallel": data_parallel_runs(rank, world_size, train_set, test_set, configs)}
+            "data_parallel": data_parallel_runs(rank, world_size, train_set, test_set, configs),
+            "torch_refuses_cpu": torch_refuses_cpu()}
+
+
+def torch_refuses_cpu() -> bool:
+    """Whether torch's nn.SyncBatchNorm refuses a CPU batch in training within a process group."""
+    try:
+        nn.SyncBatchNorm(3)(torch.randn(4, 3))
+    except ValueError as error:
+        return "GPU" in str(error)
+    return False

@@ -74,6 +74,12 @@ def test_data_parallel_sync_bn_trains_as_one_process_on_the_whole_batch(spawned)
         assert other["data_parallel"][1]["loss"] == sync["loss"]
 
 
+def test_torch_sync_batchnorm_refuses_cpu_where_ours_runs(spawned):
+    """The reason bnlib's layer exists for this book: torch's needs GPUs in a process group."""
+    _, results = spawned
+    assert all(result["torch_refuses_cpu"] for result in results)
+
+
 def test_data_parallel_config_is_checked():
     with pytest.raises(ValueError, match="norm"):
         DataParallelConfig(norm="global")
@@ -102,8 +108,20 @@ def test_constructor_and_state_dict_match_torch():
     shared = [name for name in theirs if name in ours]
     assert shared == list(ours)[: len(shared)]
     assert {"num_features", "eps", "momentum", "affine", "track_running_stats",
-            "process_group", "device", "dtype"} <= set(shared)
+            "process_group", "device", "dtype", "bias"} <= set(shared)
     assert list(SyncBatchNorm(5).state_dict()) == list(nn.SyncBatchNorm(5).state_dict())
+    assert (list(SyncBatchNorm(5, bias=False).state_dict())
+            == list(nn.SyncBatchNorm(5, bias=False).state_dict()))
+
+
+def test_convert_keeps_a_bn_without_bias():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, bias=False)).double()
+    converted = SyncBatchNorm.convert_sync_batchnorm(model)
+    assert isinstance(converted[1], SyncBatchNorm) and converted[1].bias is None
+    x = torch.randn(6, 4, dtype=torch.float64)
+    reference = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, bias=False)).double()
+    reference.load_state_dict(converted.state_dict())
+    torch.testing.assert_close(converted(x), reference(x))
 
 
 @pytest.mark.parametrize("norm", ["torch", "bnlib"])
