@@ -64,13 +64,38 @@ def reference_cells(code_cells: list, built: Path) -> list | None:
     return reference
 
 
+def one_stream_each(outputs: list, *, built: bool) -> list:
+    """``outputs`` with one output per stream name, its text without blank lines or trailing
+    spaces.
+
+    The build merges each cell's stream outputs into the first one of each name
+    (``nb_merge_streams``), stripping line ends as it goes, but its stored notebook can still
+    hold the later pieces after the merged one: for a ``built`` notebook the first output of a name
+    is taken as the whole stream. A fresh execution's pieces are joined instead.
+    """
+    result, streams = [], {}
+    for output in outputs:
+        if output.get("output_type") != "stream":
+            result.append(output)
+        elif output["name"] not in streams:
+            streams[output["name"]] = nbformat.from_dict(dict(output))
+            result.append(streams[output["name"]])
+        elif not built:
+            streams[output["name"]]["text"] += output["text"]
+    for stream in streams.values():
+        lines = (line.rstrip() for line in stream["text"].splitlines())
+        stream["text"] = "".join(f"{line}\n" for line in lines if line)
+    return result
+
+
 class MystNotebookCell(IPyNbCell):
     """A chapter's code cell; the values it glues are not among the outputs compared."""
 
     def compare_outputs(self, test, ref, skip_compare=None):
         shown = [output for output in test
                  if not any(key.startswith(GLUE_MIME_PREFIX) for key in output.get("data", {}))]
-        return super().compare_outputs(shown, ref, skip_compare)
+        return super().compare_outputs(one_stream_each(shown, built=False),
+                                       one_stream_each(ref, built=False), skip_compare)
 
 
 class MystNotebookFile(IPyNbFile):
@@ -107,7 +132,7 @@ class MystNotebookFile(IPyNbFile):
         for number, (cell, options) in enumerate(zip(self.code_cells, self.cell_options)):
             options.setdefault("check", reference is not None)
             if reference is not None:
-                cell.outputs = reference[number].outputs
+                cell.outputs = one_stream_each(reference[number].outputs, built=True)
                 cell.execution_count = reference[number].execution_count or number + 1
 
 

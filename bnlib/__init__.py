@@ -14,7 +14,8 @@
 * :mod:`bnlib.models`: the MLP and CNN builders used in the book;
 * :mod:`bnlib.training` and :mod:`bnlib.optim`: a training loop that returns its
   :class:`~bnlib.history.History`, and side-by-side comparisons on identical batches;
-* :mod:`bnlib.plotting`: figures of those histories.
+* :mod:`bnlib.plotting`: figures of those histories;
+* :mod:`bnlib.parallel`: independent runs (seeds) side by side, one forked process per core.
 """
 
 from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
@@ -24,6 +25,7 @@ from bnlib.fusion import fuse_bn, fuse_conv_bn_eval, fuse_linear_bn_eval
 from bnlib.ghost_batchnorm import GhostBatchNorm
 from bnlib.gradcheck import numerical_gradient, relative_error
 from bnlib.models import SmallCNN, build_cnn, build_mlp
+from bnlib.parallel import map_in_processes
 from bnlib.plotting import plot_comparison, plot_histories, plot_seed_spread, plot_step_loss
 from bnlib.history import History
 from bnlib.sync_batchnorm import SyncBatchNorm
@@ -54,6 +56,7 @@ __all__ = [
     "fuse_conv_bn_eval",
     "fuse_linear_bn_eval",
     "load_mnist",
+    "map_in_processes",
     "numerical_gradient",
     "plot_comparison",
     "plot_histories",

@@ -26,10 +26,13 @@ class _BatchNorm(nn.Module):
         affine (bool, optional): learn :math:`\gamma` and :math:`\beta`. Default: ``True``.
         track_running_stats (bool, optional): keep running statistics for evaluation; when
             ``False`` batch statistics are used in evaluation too. Default: ``True``.
-        backward (str, optional): ``"manual"`` (hand-derived backward) or ``"autograd"``.
-            Default: ``"manual"``.
-        device, dtype (keyword-only, optional): where and in which dtype the tensors are created,
-            as in torch. Default: ``None``.
+        device, dtype (optional): where and in which dtype the tensors are created, as in torch.
+            Default: ``None``.
+        bias (bool, keyword-only, optional): with ``affine=True``, also learn :math:`\beta`;
+            ``False`` keeps :math:`\gamma` only (``bias`` is then ``None``), as in torch.
+            Default: ``True``.
+        backward (str, keyword-only, optional): ``"manual"`` (hand-derived backward) or
+            ``"autograd"``. Default: ``"manual"``.
     """
 
     _version = 2  # same state-dict version as torch: version 2 added num_batches_tracked
@@ -43,10 +46,11 @@ class _BatchNorm(nn.Module):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
-        backward: str = "manual",
-        *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+        backward: str = "manual",
     ) -> None:
         super().__init__()
         if backward not in BACKWARD_MODES:
@@ -57,14 +61,14 @@ class _BatchNorm(nn.Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         self.backward = backward
-        self._register_tensors(device, dtype)
+        self._register_tensors(device, dtype, bias)
         self.reset_parameters()
 
-    def _register_tensors(self, device, dtype) -> None:
+    def _register_tensors(self, device, dtype, bias: bool) -> None:
         """Create weight, bias, running_mean, running_var, num_batches_tracked in torch's order."""
         factory = {"device": device, "dtype": dtype}
-        for name in ("weight", "bias"):
-            value = nn.Parameter(torch.empty(self.num_features, **factory)) if self.affine else None
+        for name, wanted in (("weight", self.affine), ("bias", self.affine and bias)):
+            value = nn.Parameter(torch.empty(self.num_features, **factory)) if wanted else None
             self.register_parameter(name, value)
         buffers = {
             "running_mean": torch.zeros(self.num_features, **factory),
@@ -86,7 +90,8 @@ class _BatchNorm(nn.Module):
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -159,7 +164,7 @@ class BatchNorm1d(_BatchNorm):
 
     Statistics are per channel over the batch (and length) dims; see :class:`_BatchNorm` for the
     arguments (``num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-    backward="manual"``).
+    device=None, dtype=None, *, bias=True, backward="manual"``).
 
     Shape:
         - Input: :math:`(N, C)` or :math:`(N, C, L)`.
@@ -178,7 +183,7 @@ class BatchNorm2d(_BatchNorm):
 
     Statistics are per channel over the batch and both spatial dims; see :class:`_BatchNorm` for
     the arguments (``num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-    backward="manual"``).
+    device=None, dtype=None, *, bias=True, backward="manual"``).
 
     Shape:
         - Input: :math:`(N, C, H, W)`.

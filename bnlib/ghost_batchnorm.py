@@ -33,8 +33,9 @@ class GhostBatchNorm(_BatchNorm):
         num_features (int): number of channels :math:`C`.
         virtual_batch_size (int, optional): examples per ghost batch, at least 2.
             Default: ``32``.
-        eps, momentum, affine, track_running_stats, backward, device, dtype: as for
-            :class:`bnlib.BatchNorm1d`. Defaults: ``1e-5, 0.1, True, True, "manual", None, None``.
+        eps, momentum, affine, track_running_stats, device, dtype, bias, backward: as for
+            :class:`bnlib.BatchNorm1d` (``bias`` and ``backward`` keyword-only). Defaults:
+            ``1e-5, 0.1, True, True, None, None, True, "manual"``.
 
     Shape:
         - Input: :math:`(N, C, *)`, for example :math:`(N, C)` or :math:`(N, C, H, W)`.
@@ -52,10 +53,11 @@ class GhostBatchNorm(_BatchNorm):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
-        backward: str = "manual",
-        *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+        backward: str = "manual",
     ) -> None:
         if isinstance(virtual_batch_size, bool) or not isinstance(virtual_batch_size, int) \
                 or virtual_batch_size < 2:
@@ -63,8 +65,8 @@ class GhostBatchNorm(_BatchNorm):
                 f"virtual_batch_size must be an int of at least 2 (BN needs two examples to "
                 f"estimate a variance), got {virtual_batch_size!r}."
             )
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, backward,
-                         device=device, dtype=dtype)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias, backward=backward)
         self.virtual_batch_size = virtual_batch_size
 
     def extra_repr(self) -> str:

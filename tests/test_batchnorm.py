@@ -252,3 +252,45 @@ def test_half_precision_input_gets_gradients_in_its_dtype(dtype, backward):
     layer(x).float().pow(2).sum().backward()
     assert x.grad.dtype == dtype and layer.weight.grad.dtype == torch.float32
     assert torch.isfinite(x.grad.float()).all()
+
+
+@pytest.mark.parametrize(("ours_cls", "torch_cls"), [(BatchNorm1d, nn.BatchNorm1d),
+                                                     (BatchNorm2d, nn.BatchNorm2d)])
+def test_constructor_takes_torch_arguments_in_torch_order(ours_cls, torch_cls):
+    import inspect
+
+    def parameters(cls):
+        return [(p.name, p.kind, p.default)
+                for p in inspect.signature(cls.__init__).parameters.values()]
+
+    # Ours adds the keyword-only `backward` after torch's arguments, and nothing else.
+    assert parameters(ours_cls)[:-1] == parameters(torch_cls)
+    assert parameters(ours_cls)[-1] == ("backward", inspect.Parameter.KEYWORD_ONLY, "manual")
+    ours = ours_cls(3, 1e-3, 0.2, True, False, "cpu", torch.float64)
+    assert (ours.eps, ours.momentum, ours.running_mean) == (1e-3, 0.2, None)
+    assert ours.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize(("ours_cls", "torch_cls", "shape"), LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("backward", MODES)
+def test_affine_without_bias_matches_torch(ours_cls, torch_cls, shape, training, backward):
+    theirs = torch_cls(3, bias=False).double()
+    ours = ours_cls(3, bias=False, backward=backward).double()
+    assert ours.bias is None and list(ours.state_dict()) == list(theirs.state_dict())
+    with torch.no_grad():
+        theirs.weight.uniform_(0.5, 1.5)
+        theirs.running_mean.normal_()
+        theirs.running_var.uniform_(0.5, 2.0)
+    ours.load_state_dict(theirs.state_dict())
+    ours.train(training), theirs.train(training)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    dy = torch.randn(shape, dtype=torch.float64)
+    out, ref = ours(x), theirs(x_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    out.backward(dy), ref.backward(dy)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-10, atol=1e-10)
+    assert_same_buffers(ours, theirs)
+    assert repr(ours) == repr(theirs)

@@ -39,3 +39,16 @@ def test_colab_button_needs_a_github_repository(book_extras, url, parts):
 
 def test_mathjax_bundle_is_installed(book_extras):
     assert (book_extras.mathjax_source() / "tex-chtml.js").is_file()
+
+
+def test_built_stream_is_its_merged_first_piece(book_conftest):
+    import nbformat
+
+    def stream(text):
+        return nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": text})
+
+    # The build stores the merged stream first and can keep the later pieces after it.
+    built = [stream("loss 1.0\nloss 0.5\n"), stream("loss 0.5\n")]
+    fresh = [stream("loss 1.0\n"), stream("loss 0.5  \n\n")]
+    assert book_conftest.one_stream_each(built, built=True) == \
+        book_conftest.one_stream_each(fresh, built=False) == [stream("loss 1.0\nloss 0.5\n")]
