@@ -15,8 +15,8 @@ from bnlib.channels import as_channel, reduction_dims, scale_and_shift, values_p
 from bnlib.manual_backward import BatchNormFunction
 
 __all__ = ["BACKWARD_MODES", "BatchNormFunction", "batch_norm", "batch_norm_autograd",
-           "batch_norm_eval", "batch_norm_manual", "check_batch_norm_arguments",
-           "update_running_stats"]
+           "batch_norm_eval", "batch_norm_manual", "bn_eval_scale_shift",
+           "check_batch_norm_arguments", "update_running_stats"]
 
 BACKWARD_MODES = ("manual", "autograd")
 
@@ -67,6 +67,31 @@ def batch_norm_autograd(input, running_mean, running_var, weight, bias, momentum
     return scale_and_shift(x_hat, weight, bias)
 
 
+def bn_eval_scale_shift(
+    bn_rm: Tensor, bn_rv: Tensor, bn_eps: float, bn_w: Tensor | None, bn_b: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    r"""Eval-mode BN as the affine map :math:`y = s z + t`: return :math:`s` and :math:`t`.
+
+    .. math::
+        s = \frac{\gamma}{\sqrt{r_{var} + \epsilon}}, \qquad t = \beta - r_{mean}\, s
+
+    Args:
+        bn_rm, bn_rv (Tensor): running mean and variance, shape :math:`(C,)`.
+        bn_eps (float): :math:`\epsilon`.
+        bn_w, bn_b (Tensor or None): :math:`\gamma` and :math:`\beta`; ``None`` means 1 and 0.
+
+    Shape:
+        - Output: two tensors of shape :math:`(C,)`.
+    """
+    scale = torch.rsqrt(bn_rv + bn_eps)
+    if bn_w is not None:
+        scale = scale * bn_w
+    shift = -bn_rm * scale
+    if bn_b is not None:
+        shift = shift + bn_b
+    return scale, shift
+
+
 def batch_norm_eval(input, running_mean, running_var, weight, bias, eps):
     r"""Normalise with fixed statistics: an affine map per channel that autograd handles directly.
 
@@ -74,12 +99,7 @@ def batch_norm_eval(input, running_mean, running_var, weight, bias, eps):
     :math:`t = \beta - r_{mean} s`, so the full-size tensor is touched in one fused pass. The
     output has the input's dtype, also when float32 statistics meet a bfloat16 input.
     """
-    scale = torch.rsqrt(running_var + eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -running_mean * scale
-    if bias is not None:
-        shift = shift + bias
+    scale, shift = bn_eval_scale_shift(running_mean, running_var, eps, weight, bias)
     output = torch.addcmul(as_channel(shift, input), input, as_channel(scale, input))
     return output.to(input.dtype)
 

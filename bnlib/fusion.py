@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib.functional import bn_eval_scale_shift
 from bnlib.ghost_batchnorm import GhostBatchNorm
 from bnlib.sync_batchnorm import SyncBatchNorm
 
@@ -42,31 +43,6 @@ CONV_TRANSPOSE_TYPES: tuple[type[nn.Module], ...] = (
 
 def _is_bn(module: nn.Module) -> bool:
     return isinstance(module, BN_TYPES)
-
-
-def bn_eval_scale_shift(
-    bn_rm: Tensor, bn_rv: Tensor, bn_eps: float, bn_w: Tensor | None, bn_b: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    r"""Eval-mode BN as the affine map :math:`y = s z + t`: return :math:`s` and :math:`t`.
-
-    .. math::
-        s = \frac{\gamma}{\sqrt{r_{var} + \epsilon}}, \qquad t = \beta - r_{mean}\, s
-
-    Args:
-        bn_rm, bn_rv (Tensor): running mean and variance, shape :math:`(C,)`.
-        bn_eps (float): :math:`\epsilon`.
-        bn_w, bn_b (Tensor or None): :math:`\gamma` and :math:`\beta`; ``None`` means 1 and 0.
-
-    Shape:
-        - Output: two tensors of shape :math:`(C,)`.
-    """
-    scale = torch.rsqrt(bn_rv + bn_eps)
-    if bn_w is not None:
-        scale = scale * bn_w
-    shift = -bn_rm * scale
-    if bn_b is not None:
-        shift = shift + bn_b
-    return scale, shift
 
 
 def fuse_linear_bn_weights(
