@@ -14,18 +14,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from tiny_mnist import SIZES, use_tiny_table, write_split
+from tiny_mnist import SIZES, fresh_cache, use_tiny_table, write_split  # noqa: F401
 
 from bnlib import download, mnist_files
 from bnlib.data import MNIST_FILES, DataError, load_mnist
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 NOT_AS_ROOT = pytest.mark.skipif(IS_ROOT, reason="permission bits do not stop root")
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    mnist_files._decode_split.cache_clear()
 
 
 @pytest.fixture

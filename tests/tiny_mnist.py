@@ -18,6 +18,12 @@ from bnlib.mnist_files import MNIST_FILES
 SIZES = {"train": 7, "test": 3}
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Decode files anew in every test: each test writes its own."""
+    mnist_files._decode_split.cache_clear()
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(f">I{array.ndim}I", idx_magic(array.ndim), *array.shape)
     return header + array.astype(np.uint8).tobytes()
