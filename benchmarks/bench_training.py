@@ -8,22 +8,40 @@ without, on full MNIST with batch size 32 and Adam (lr 0.01), on the CPU.
   divided by 255), a ``torch.utils.data.DataLoader(batch_size=32, shuffle=True)``, and a plain loop
   with ``zero_grad``, ``backward``, ``step`` and ``loss.item()`` at every step, default Adam; after
   every epoch each model is evaluated on the test set through the same per-example pipeline.
-- bnlib: :func:`bnlib.training.compare` on tensors loaded by :func:`bnlib.data.load_mnist`, which
-  also evaluates both models on the 10,000 test images after every epoch.
+- bnlib autograd and bnlib manual: :func:`bnlib.training.compare` with ``engine="autograd"``
+  (forward, ``loss.backward()``, fused Adam's ``step()``) and ``engine="manual"``
+  (:class:`bnlib.engine.ManualEngine`), on tensors loaded by :func:`bnlib.data.load_mnist`; both
+  also evaluate the models on the 10,000 test images after every epoch.
 
-Both pipelines train the same models (built by :func:`bnlib.models.build_mlp`), so the ratio
-measures the data pipeline and the training loop only. Wall-clock time is what a user waits; CPU
-time of this process is less disturbed by other programs on a shared machine. Both are noisy: run
-it a few times. Usage::
+All train the same models (built by :func:`bnlib.models.build_mlp`), so the ratios measure the
+data pipeline and the training step only. Each pipeline is measured ``--repeats`` times at each
+thread count (torch's default, then one); the table gives the range (min-max) of seconds per
+epoch, and of the speed-ups of runs measured one after the other. Then:
 
-    BNLIB_DATA=/path/to/datasets python benchmarks/bench_training.py --epochs 1 --threads 1
+- the whole command ``python -m bnlib compare --epochs 10`` (a fresh process: imports, data,
+  training, table, figure) against the seed pipeline's 10 epochs, extrapolated as 10 times its
+  measured one-thread seconds per epoch;
+- microseconds per training step of each network alone, manual against autograd, one thread
+  (batch 32, best of 5 rounds).
+
+Wall-clock time is what a user waits; CPU time of this process is less disturbed by other
+programs on a shared machine. Both are noisy: the load average is printed with the results.
+Usage::
+
+    BNLIB_DATA=/path/to/datasets python benchmarks/bench_training.py --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bnlib.data import MNIST, load_mnist
+from bnlib.engine import AutogradEngine, ManualEngine
 from bnlib.models import build_mlp
 from bnlib.training import TrainConfig, compare
 
@@ -92,11 +111,18 @@ def seed_pipeline(train_set: MNIST, test_set: MNIST, epochs: int) -> None:
             model.train()
 
 
-def bnlib_pipeline(train_set: MNIST, test_set: MNIST, epochs: int) -> None:
+def bnlib_pipeline(train_set: MNIST, test_set: MNIST, epochs: int, engine: str) -> None:
     """Train both models with :func:`bnlib.training.compare`, evaluating after every epoch."""
     config = TrainConfig(epochs=epochs, lr=LR, batch_size=BATCH_SIZE, device="cpu",
-                         progress=False)
+                         progress=False, engine=engine)
     compare(make_models(), train_set, test_set, config)
+
+
+PIPELINES: dict[str, Callable[[MNIST, MNIST, int], None]] = {
+    "seed": seed_pipeline,
+    "autograd": functools.partial(bnlib_pipeline, engine="autograd"),
+    "manual": functools.partial(bnlib_pipeline, engine="manual"),
+}
 
 
 def seconds_per_epoch(pipeline: Callable[[MNIST, MNIST, int], None], train_set: MNIST,
@@ -107,11 +133,96 @@ def seconds_per_epoch(pipeline: Callable[[MNIST, MNIST, int], None], train_set: 
     return (time.perf_counter() - wall) / epochs, (time.process_time() - cpu) / epochs
 
 
+def span(values: list[float], digits: int = 2, unit: str = "") -> str:
+    low, high = min(values), max(values)
+    return f"{low:.{digits}f}{unit}" if f"{low:.{digits}f}" == f"{high:.{digits}f}" else \
+        f"{low:.{digits}f}-{high:.{digits}f}{unit}"
+
+
+def epoch_table(train_set: MNIST, test_set: MNIST, epochs: int, repeats: int,
+                threads: int) -> dict[str, list[tuple[float, float]]]:
+    """Measure every pipeline ``repeats`` times, interleaved; print and return the results."""
+    torch.set_num_threads(threads)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in PIPELINES}
+    for _ in range(repeats):
+        for name, pipeline in PIPELINES.items():
+            runs[name].append(seconds_per_epoch(pipeline, train_set, test_set, epochs))
+    print(f"\n{threads} thread(s), {repeats} run(s) of {epochs} epoch(s) each, load average "
+          f"{os.getloadavg()[0]:.1f}; seconds per epoch (min-max) and speed-ups over the seed:")
+    print(f"{'':>5}  {'seed':>11}  {'autograd':>11}  {'manual':>11}  {'seed/autograd':>13}  "
+          f"{'seed/manual':>11}  {'autograd/manual':>15}")
+    for column, label in enumerate(("wall", "CPU")):
+        seconds = {name: [run[column] for run in values] for name, values in runs.items()}
+        ratios = [[a / b for a, b in zip(seconds[top], seconds[bottom])]
+                  for top, bottom in (("seed", "autograd"), ("seed", "manual"),
+                                      ("autograd", "manual"))]
+        print(f"{label:>5}  {span(seconds['seed']):>11}  {span(seconds['autograd']):>11}  "
+              f"{span(seconds['manual']):>11}  {span(ratios[0], 1, 'x'):>13}  "
+              f"{span(ratios[1], 1, 'x'):>11}  {span(ratios[2], 1, 'x'):>15}", flush=True)
+    return runs
+
+
+def whole_command(repeats: int, data_dir: str | None, train_subset: int | None,
+                  seed_epoch_seconds: list[float]) -> None:
+    """Time ``python -m bnlib compare --epochs 10`` in a fresh process, against the seed's 10
+    epochs extrapolated from its measured one-thread epochs."""
+    environment = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    if data_dir is not None:
+        environment["BNLIB_DATA"] = data_dir
+    seconds = []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subset = [] if train_subset is None else ["--train-subset", str(train_subset)]
+            subprocess.run([sys.executable, "-m", "bnlib", "compare", "--epochs", "10",
+                            "--no-download", "--no-progress", "--out", out, *subset], check=True,
+                           env=environment, stdout=subprocess.DEVNULL)
+            seconds.append(time.perf_counter() - start)
+    seed = [10 * value for value in seed_epoch_seconds]
+    print(f"\nwhole command, load average {os.getloadavg()[0]:.1f}: python -m bnlib compare "
+          f"--epochs 10 took {span(seconds, 1, ' s')} ({repeats} run(s)); the seed pipeline's 10 "
+          f"epochs, extrapolated from its one-thread epochs: {span(seed, 1, ' s')}; "
+          f"speed-up {span([s / c for s in seed for c in seconds], 1, 'x')}", flush=True)
+
+
+def microseconds_per_step(engine, images, labels, steps: int) -> float:
+    """Best of 5 rounds of ``steps`` steps, in microseconds of wall-clock time per step."""
+    for _ in range(steps // 5):  # warm up: buffers, optimizer state
+        engine.step(images, labels)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(steps):
+            engine.step(images, labels)
+        best = min(best, (time.perf_counter() - start) / steps * 1e6)
+    return best
+
+
+def step_table(train_set: MNIST, steps: int) -> None:
+    torch.set_num_threads(1)
+    images, labels = train_set.images[:BATCH_SIZE], train_set.labels[:BATCH_SIZE]
+    print(f"\none thread, load average {os.getloadavg()[0]:.1f}: microseconds per training step "
+          f"of one network (batch {BATCH_SIZE}, Adam), best of 5 rounds of {steps} steps")
+    print(f"{'network':>8}  {'autograd':>8}  {'manual':>8}  {'speed-up':>8}")
+    for name, model in make_models().items():
+        autograd = microseconds_per_step(AutogradEngine(model, lr=LR), images, labels, steps)
+        manual = microseconds_per_step(ManualEngine(make_models()[name], lr=LR), images, labels,
+                                       steps)
+        print(f"{name:>8}  {autograd:8.0f}  {manual:8.0f}  {autograd / manual:7.1f}x")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per pipeline (default: 1)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads for both pipelines (default: torch's choice)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of every measurement (default: 3)")
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="steps per round of the per-step measurement (default: 2000)")
+    parser.add_argument("--skip-command", action="store_true",
+                        help="skip the whole-command measurement")
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="train on the first N images only, for a quick check of the script "
+                             "(default: all 60,000)")
     parser.add_argument("--data-dir", default=None,
                         help="dataset root holding MNIST/raw/ (default: $BNLIB_DATA)")
     return parser
@@ -119,20 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     train_set = load_mnist("train", root=args.data_dir, download=False)
     test_set = load_mnist("test", root=args.data_dir, download=False)
+    if args.train_subset is not None:
+        train_set = train_set.subset(args.train_subset)
     # The first optimizer built in a process imports torch's compiler stack (about a second);
-    # pay that here so that neither pipeline is charged for it.
+    # pay that here so that no pipeline is charged for it.
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.epochs} "
-          f"epoch(s), batch {BATCH_SIZE}, Adam lr {LR}, CPU; seconds per epoch:")
-    seed = seconds_per_epoch(seed_pipeline, train_set, test_set, args.epochs)
-    ours = seconds_per_epoch(bnlib_pipeline, train_set, test_set, args.epochs)
-    print(f"{'':>6}  {'seed':>7}  {'bnlib':>7}  {'speed-up':>8}")
-    for label, seed_s, ours_s in (("wall", seed[0], ours[0]), ("CPU", seed[1], ours[1])):
-        print(f"{label:>6}  {seed_s:7.2f}  {ours_s:7.2f}  {seed_s / ours_s:7.1f}x")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPU(s), batch {BATCH_SIZE}, Adam lr {LR}, "
+          f"CPU, both networks, {len(train_set):,} training images", flush=True)
+    epoch_table(train_set, test_set, args.epochs, args.repeats, torch.get_num_threads())
+    one_thread = epoch_table(train_set, test_set, args.epochs, args.repeats, 1)
+    if not args.skip_command:
+        whole_command(args.repeats, args.data_dir, args.train_subset,
+                      [wall for wall, _ in one_thread["seed"]])
+    step_table(train_set, args.steps)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ from bnlib.device import check_device
 from bnlib.download import write_atomically
 from bnlib.history import History
 from bnlib.models import build_mlp
-from bnlib.plotting import plot_comparison
-from bnlib.training import TrainConfig, compare
+from bnlib.training import ENGINES, TrainConfig, compare
 
 __all__ = ["build_parser", "main"]
 
@@ -42,6 +41,7 @@ _EPILOG = """\
 examples:
   python -m bnlib compare --epochs 10 --batch-size 32 --lr 0.01 --out results
   python -m bnlib compare --epochs 1 --train-subset 5000 --threads 1 --no-progress
+  python -m bnlib compare --epochs 1 --engine autograd
 
 MNIST is read from DIR/MNIST/raw/ (--data-dir), else from $BNLIB_DATA, else from
 ~/.cache/bnlib; missing files are downloaded unless --no-download is given.
@@ -106,6 +106,12 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
              "networks, whose operations are too short to share (default: %(default)s)")
     add("--train-subset", metavar="N", type=_subset_size, default=None,
         help="train on the first N training images only, N >= 2 (default: all 60,000)")
+    add("--engine", choices=ENGINES, default=defaults.engine,
+        help="how a training step is computed: manual (hand-written forward and backward, "
+             "several times faster for these networks), autograd (the model's forward and "
+             "loss.backward()), or auto, which picks manual for every network it supports "
+             "(both networks here); the two give the same results up to float32 rounding "
+             "(default: %(default)s)")
     add("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -166,6 +172,8 @@ def _save_results(out: Path, histories: Mapping[str, History], config: TrainConf
               "histories": {name: h.to_dict() for name, h in histories.items()}}
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     write_atomically(out / "history.json", text.encode())
+    from bnlib.plotting import plot_comparison  # matplotlib's import is paid only when drawing
+
     image = io.BytesIO()
     plot_comparison(histories).savefig(image, format="png", dpi=120)
     write_atomically(out / "curves.png", image.getvalue())
@@ -177,7 +185,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     _check_out(Path(args.out))
     return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                        optimizer=args.optimizer, momentum=args.momentum, seed=args.seed,
-                       device=args.device, progress=not args.no_progress)
+                       device=args.device, progress=not args.no_progress, engine=args.engine)
 
 
 def _load(args: argparse.Namespace) -> tuple[MNIST, MNIST]:

@@ -13,7 +13,10 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from bnlib.batch_renorm import BatchRenorm1d, BatchRenorm2d
 from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib.groupnorm import group_norm_for, layer_norm_over_channels
+from bnlib.layernorm import LayerNorm
 
 __all__ = ["ACTIVATIONS", "NORMS_1D", "NORMS_2D", "build_mlp", "SmallCNN", "build_cnn"]
 
@@ -29,12 +32,21 @@ NORMS_1D: dict[str, Callable[[int], nn.Module] | None] = {
     "none": None,
     "torch": nn.BatchNorm1d,
     "bnlib": BatchNorm1d,
+    "batchrenorm": BatchRenorm1d,
+    "layernorm": LayerNorm,
+    "groupnorm": group_norm_for,
 }
 NORMS_2D: dict[str, Callable[[int], nn.Module] | None] = {
     "none": None,
     "torch": nn.BatchNorm2d,
     "bnlib": BatchNorm2d,
+    "batchrenorm": BatchRenorm2d,
+    "layernorm": layer_norm_over_channels,
+    "groupnorm": group_norm_for,
 }
+# "batchrenorm" has r_max=3, d_max=5 (see bnlib.RenormSchedule for a warm-up); "groupnorm" has
+# gcd(4, C) groups of channels; "layernorm" in a CNN normalises each example over (C, H, W)
+# with per-channel affine parameters, as GroupNorm(1, C).
 
 BN_POSITIONS = ("before", "after")
 
@@ -99,8 +111,9 @@ def build_mlp(
     Args:
         widths: layer widths from input to output; at least two. Default: ``(784, 32, 32, 10)``.
         activation: ``"relu"``, ``"sigmoid"`` or ``"tanh"``. Default: ``"relu"``.
-        norm: ``"none"``, ``"torch"`` (``torch.nn.BatchNorm1d``) or ``"bnlib"``
-            (``bnlib.BatchNorm1d``). Default: ``"none"``.
+        norm: ``"none"``, ``"torch"`` (``torch.nn.BatchNorm1d``), ``"bnlib"``
+            (``bnlib.BatchNorm1d``) or another key of ``NORMS_1D`` (``"batchrenorm"``,
+            ``"layernorm"``, ``"groupnorm"``). Default: ``"none"``.
         bn_position: ``"before"`` or ``"after"`` the activation. Default: ``"before"``.
         init_std: if given, every Linear weight is drawn from :math:`\mathcal{N}(0, \sigma^2)` with
             :math:`\sigma` = ``init_std`` and biases are zero. Default: ``None`` (torch's default).
@@ -138,17 +151,53 @@ def _mlp(
     return model
 
 
+def _check_dropout(dropout: float) -> None:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a probability in [0, 1) (0 for no dropout layer), "
+                         f"got {dropout!r}")
+
+
+def _conv_stage(
+    in_channels: int, out_channels: int, norm: str, bn_position: str, dropout: float
+) -> list[nn.Module]:
+    """3x3 convolution, ReLU and the normalisation in the order ``bn_position`` says, max
+    pooling, then dropout when ``dropout > 0``."""
+    norm_factory = NORMS_2D[norm]
+    # BN subtracts the batch mean, so a bias in the convolution it follows would cancel out.
+    bias = norm_factory is None or bn_position == "after"
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)]
+    if norm_factory is None:
+        layers.append(nn.ReLU())
+    elif bn_position == "before":
+        layers += [norm_factory(out_channels), nn.ReLU()]
+    else:
+        layers += [nn.ReLU(), norm_factory(out_channels)]
+    layers.append(nn.MaxPool2d(2))
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
 class SmallCNN(nn.Module):
     r"""A small convolutional classifier: conv-BN-ReLU-maxpool stages, then a Linear layer.
 
-    Each stage is a 3x3 convolution (no bias when a normalisation layer follows), the
-    normalisation, ReLU and 2x2 max pooling, so a 28x28 image shrinks to 14x14, 7x7, 3x3, ...
+    Each stage is a 3x3 convolution, the normalisation, ReLU and 2x2 max pooling, so a 28x28
+    image shrinks to 14x14, 7x7, 3x3, ... With ``bn_position="before"`` (the paper's placement)
+    a stage computes :math:`\mathrm{pool}(\phi(\mathrm{BN}(W * x)))` and its convolution has no
+    bias, which BN's :math:`\beta` replaces; with ``"after"`` it computes
+    :math:`\mathrm{pool}(\mathrm{BN}(\phi(W * x + b)))`. With ``dropout`` :math:`p > 0` every stage
+    ends with ``nn.Dropout(p)``, after the pooling.
 
     Args:
         channels: output channels of each stage; at least one. Default: ``(16, 32)``.
-        norm: ``"none"``, ``"torch"`` (``torch.nn.BatchNorm2d``) or ``"bnlib"``
-            (``bnlib.BatchNorm2d``). Default: ``"bnlib"``.
+        norm: ``"none"``, ``"torch"`` (``torch.nn.BatchNorm2d``), ``"bnlib"``
+            (``bnlib.BatchNorm2d``) or another key of ``NORMS_2D`` (``"batchrenorm"``,
+            ``"layernorm"``, ``"groupnorm"``). Default: ``"bnlib"``.
         num_classes: number of output logits. Default: ``10``.
+        bn_position: ``"before"`` or ``"after"`` the ReLU; ignored when ``norm="none"``.
+            Default: ``"before"``.
+        dropout: probability of zeroing a value in the dropout layer that ends each stage, in
+            :math:`[0, 1)`; ``0`` adds no layer. Default: ``0.0``.
 
     Shape:
         - Input: :math:`(N, 1, 28, 28)`.
@@ -156,22 +205,20 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(
-        self, channels: Sequence[int] = (16, 32), *, norm: str = "bnlib", num_classes: int = 10
+        self, channels: Sequence[int] = (16, 32), *, norm: str = "bnlib", num_classes: int = 10,
+        bn_position: str = "before", dropout: float = 0.0,
     ) -> None:
         super().__init__()
         channels = tuple(channels)
         if len(channels) < 1:
             raise ValueError("channels needs at least one entry, for example (16, 32)")
         _check_choice("norm", norm, tuple(NORMS_2D))
-        norm_factory = NORMS_2D[norm]
+        _check_choice("bn_position", bn_position, BN_POSITIONS)
+        _check_dropout(dropout)
         layers: list[nn.Module] = []
         in_channels, side = 1, 28
         for out_channels in channels:
-            has_norm = norm_factory is not None
-            layers.append(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not has_norm))
-            if norm_factory is not None:
-                layers.append(norm_factory(out_channels))
-            layers += [nn.ReLU(), nn.MaxPool2d(2)]
+            layers += _conv_stage(in_channels, out_channels, norm, bn_position, dropout)
             in_channels, side = out_channels, side // 2
         if side < 1:
             raise ValueError(f"{len(channels)} pooling stages shrink a 28x28 image below 1x1")
@@ -189,18 +236,24 @@ def build_cnn(
     *,
     norm: str = "bnlib",
     num_classes: int = 10,
+    bn_position: str = "before",
+    dropout: float = 0.0,
     seed: int | None = None,
 ) -> SmallCNN:
     r"""Build a :class:`SmallCNN`, drawing its weights from a generator seeded with ``seed``.
 
     Args:
         channels: output channels of each stage. Default: ``(16, 32)``.
-        norm: ``"none"``, ``"torch"`` or ``"bnlib"``. Default: ``"bnlib"``.
+        norm: a key of ``NORMS_2D``, such as ``"none"``, ``"torch"``, ``"bnlib"`` or
+            ``"groupnorm"``. Default: ``"bnlib"``.
         num_classes: number of output logits. Default: ``10``.
+        bn_position: ``"before"`` or ``"after"`` the ReLU. Default: ``"before"``.
+        dropout: dropout probability at the end of each stage, in :math:`[0, 1)`. Default: ``0.0``.
         seed: if given, construction leaves the global random state untouched. Default: ``None``.
 
     Shape:
         - Input: :math:`(N, 1, 28, 28)`.
         - Output: :math:`(N, \text{num\_classes})`.
     """
-    return _seeded_build(seed, lambda: SmallCNN(channels, norm=norm, num_classes=num_classes))
+    return _seeded_build(seed, lambda: SmallCNN(channels, norm=norm, num_classes=num_classes,
+                                                bn_position=bn_position, dropout=dropout))

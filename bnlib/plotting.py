@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bnlib.history import History
 
-__all__ = ["plot_histories", "plot_comparison", "plot_step_loss", "plot_seed_spread"]
+__all__ = ["plot_histories", "plot_comparison", "plot_step_loss", "plot_seed_spread", "plot_sweep"]
 
 _METRICS = {"accuracy": ("train_acc", "test_acc"), "loss": ("train_loss", "test_loss")}
 _LABELS = {"train_acc": "train accuracy", "test_acc": "test accuracy", "train_loss": "train loss",
@@ -172,5 +172,81 @@ def plot_seed_spread(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(x_label)
     ax.set_ylabel(_LABELS[metric])
+    ax.legend()
+    return ax.figure
+
+
+def _check_sweep(values: np.ndarray, results: Mapping[str, np.ndarray],
+                 diverged: Mapping[str, np.ndarray]) -> None:
+    if values.ndim != 1 or len(values) == 0 or not np.all(values > 0):
+        raise ValueError("values must be a non-empty 1-D sequence of positive settings "
+                         "(they are drawn on a log axis)")
+    if not results:
+        raise ValueError("results is empty: pass a dict such as {'BN': array, 'no BN': array}")
+    for name, table in results.items():
+        if table.ndim != 2 or table.shape[1] != len(values):
+            raise ValueError(f"results[{name!r}] has shape {table.shape}; expected "
+                             f"(seeds, {len(values)}): one row per seed, one column per value")
+        if diverged[name].shape != table.shape:
+            raise ValueError(f"diverged[{name!r}] has shape {diverged[name].shape}; expected "
+                             f"{table.shape}, the shape of results[{name!r}]")
+
+
+def _summary_over_seeds(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, minimum and maximum of each column over its non-NaN rows (NaN where all are NaN)."""
+    some = ~np.all(np.isnan(table), axis=0)
+    mean, low, high = (np.full(table.shape[1], np.nan) for _ in range(3))
+    mean[some] = np.nanmean(table[:, some], axis=0)
+    low[some] = np.nanmin(table[:, some], axis=0)
+    high[some] = np.nanmax(table[:, some], axis=0)
+    return mean, low, high
+
+
+def plot_sweep(
+    values: Sequence[float],
+    results: Mapping[str, Sequence[Sequence[float]]],
+    *,
+    diverged: Mapping[str, Sequence[Sequence[bool]]] | None = None,
+    xlabel: str = "learning rate",
+    ylabel: str = "test accuracy",
+    ax: Axes | None = None,
+) -> Figure:
+    """Plot a metric against a swept setting, per model: mean over seeds, min-max band, divergence.
+
+    The setting (a learning rate, an initialisation scale) is drawn on a log axis. A NaN marks a
+    run that diverged, and so does ``True`` in ``diverged``: a cross at the bottom of the Axes marks
+    every setting at which at least one seed diverged. The mean and the band leave out NaNs only.
+
+    Args:
+        values: the settings swept, positive.
+        results: ``{model name: table}``, each table of shape ``(seeds, len(values))``.
+        diverged: ``{model name: mask}`` of the same shapes, ``True`` for a run that diverged by
+            the caller's criterion (a loss that blew up, say). Default: ``None`` (only NaNs).
+        xlabel: label of the x axis. Default: ``"learning rate"``.
+        ylabel: label of the y axis. Default: ``"test accuracy"``.
+        ax: Axes to draw on. Default: ``None`` (a new Figure).
+
+    Returns:
+        The Figure that holds the Axes.
+    """
+    x = np.asarray(values, dtype=float)
+    tables = {name: np.asarray(table, dtype=float) for name, table in results.items()}
+    masks = {name: np.asarray((diverged or {}).get(name, np.zeros(table.shape)), dtype=bool)
+             for name, table in tables.items()}
+    _check_sweep(x, tables, masks)
+    ax = _new_axes(ax)
+    for name, table in tables.items():
+        finite = np.where(np.isfinite(table), table, np.nan)
+        mean, low, high = _summary_over_seeds(finite)
+        (line,) = ax.plot(x, mean, marker="o", label=f"{name} (mean of {len(table)} seeds)")
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
+        crossed = (np.isnan(finite) | masks[name]).any(axis=0)
+        if crossed.any():
+            ax.plot(x[crossed], np.zeros(int(crossed.sum())), linestyle="none", marker="x",
+                    color=line.get_color(), transform=ax.get_xaxis_transform(), clip_on=False,
+                    label=f"{name}: a seed diverged")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     return ax.figure

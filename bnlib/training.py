@@ -2,8 +2,9 @@
 
 Every model is evaluated, on the test set, in eval mode; accuracy is the fraction classified
 correctly. A small model's step is mostly per-call overhead, so the loop keeps it low: data sit on
-the device as tensors, Adam runs torch's fused kernel without its per-call bookkeeping, and no
-step waits for a result (losses and logits stay tensors until the end of the epoch).
+the device as tensors, the MLPs of :func:`bnlib.build_mlp` train with the hand-written forward and
+backward of :class:`bnlib.engine.ManualEngine` (others with autograd), and no step waits for a
+result (losses and predictions stay tensors until the end of the epoch).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from tqdm import tqdm
 from bnlib.data import MNIST, Batches
 from bnlib.device import check_device, default_device
 from bnlib.history import History
-from bnlib.optim import lean_step, make_optimizer
+from bnlib.engine import ENGINES, AutogradEngine, ManualEngine, engine_for, make_engines
 
-__all__ = ["LockstepLoop", "ModelRun", "TrainConfig", "check_device", "compare", "default_device",
-           "evaluate", "require_int", "train"]
+__all__ = ["ENGINES", "AutogradEngine", "LockstepLoop", "ModelRun", "TrainConfig", "check_device",
+           "compare", "default_device", "engine_for", "evaluate", "require_int", "train"]
 
 EvalCallback = Callable[[int, str, nn.Module], None]
 EpochCallback = Callable[[int, Mapping[str, History]], None]
@@ -53,6 +54,12 @@ class TrainConfig:
         progress: show a progress bar (it stays silent when output is not a terminal).
             Default: ``True``.
         eval_every: also evaluate on the test set every this many steps. Default: ``None``.
+        engine: how a step is computed: ``"manual"`` with the hand-written forward and backward
+            of :class:`bnlib.engine.ManualEngine` (the MLPs of :func:`bnlib.build_mlp`; another
+            model raises ``ValueError`` before training), ``"autograd"`` with the model's forward
+            and ``loss.backward()``, or ``"auto"``: manual where the model is supported, else
+            autograd. Both give the same results up to floating-point rounding.
+            Default: ``"auto"``.
     """
 
     epochs: int = 10
@@ -64,6 +71,7 @@ class TrainConfig:
     device: str | None = None
     progress: bool = True
     eval_every: int | None = None
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         require_int("epochs", self.epochs, 1)
@@ -76,6 +84,9 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, "
+                             f"got {self.engine!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.device is not None:
@@ -124,35 +135,29 @@ def evaluate(model: nn.Module, data: MNIST, batch_size: int = 10_000) -> tuple[f
 class ModelRun:
     """One model's training state inside :func:`compare`."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, model: nn.Module, engine: ManualEngine | AutogradEngine) -> None:
         self.model = model
-        self.params = [param for group in optimizer.param_groups for param in group["params"]]
-        self.update = lean_step(optimizer)
+        self.engine = engine
         self.history = History()
         self.step_losses: list[Tensor] = []
-        self.step_logits: list[Tensor] = []
+        self.step_predictions: list[Tensor] = []
 
     def step(self, images: Tensor, labels: Tensor) -> None:
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        for param in self.params:  # what zero_grad(set_to_none=True) does, without its overhead
-            param.grad = None
-        loss.backward()
-        self.update()
-        # Kept as tensors: reading a value now would wait for the step (a GPU sync), and
-        # counting correct predictions once per epoch is cheaper than once per step.
-        self.step_losses.append(loss.detach())
-        self.step_logits.append(logits.detach())
+        """Forward and backward; :class:`LockstepLoop` then calls the optimizers once for all."""
+        self.step_losses.append(self.engine.compute_gradients(images, labels))
+        # Kept as tensors: reading a value now would wait for the step (a GPU sync). The
+        # predictions are taken now because the manual engine's next step overwrites its logits.
+        self.step_predictions.append(self.engine.logits.argmax(dim=1))
 
     def close_epoch(self, labels: Tensor) -> None:
         """Record the epoch's step losses and training accuracy; ``labels`` in step order."""
         losses = torch.stack(self.step_losses).double()
-        predictions = torch.cat(self.step_logits).argmax(dim=1)
+        predictions = torch.cat(self.step_predictions)
         self.history.step_loss.extend(losses.tolist())
         self.history.train_loss.append(losses.mean().item())
         self.history.train_acc.append((predictions == labels).double().mean().item())
         self.step_losses.clear()
-        self.step_logits.clear()
+        self.step_predictions.clear()
 
 
 @dataclass
@@ -205,9 +210,12 @@ class LockstepLoop:
     def train_epoch(self) -> Tensor:
         """One pass over the batches; return the labels of all steps, in order."""
         seen_labels = []
+        optimizers = {id(run.engine.optimizer): run.engine.optimizer for run in self.runs.values()}
         for images, labels in self.batches:
             for run in self.runs.values():
                 run.step(images, labels)
+            for optimizer in optimizers.values():
+                optimizer.step()
             seen_labels.append(labels)
             self.step += 1
             self.bar.update()
@@ -249,10 +257,12 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
         raise ValueError(f"compare needs at least one model and 2 training examples, got "
                          f"{len(models)} model(s) and {len(train_set)} example(s)")
     device = check_device(config.device)
+    for model in models.values():  # refuse an unsupported engine before anything else
+        engine_for(model, config.engine)
     train_set, test_set = train_set.to(device), test_set.to(device)
-    runs = {name: ModelRun(model, make_optimizer(model.to(device).train(), config.optimizer,
-                                         lr=config.lr, momentum=config.momentum))
-            for name, model in models.items()}
+    engines = make_engines({name: model.to(device).train() for name, model in models.items()},
+                           config.engine, config.optimizer, lr=config.lr, momentum=config.momentum)
+    runs = {name: ModelRun(model, engines[name]) for name, model in models.items()}
     drop_last = len(train_set) % config.batch_size == 1
     batches = Batches(train_set, config.batch_size, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(config.seed))

@@ -20,7 +20,7 @@ from synthetic import synthetic_mnist
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--epochs", "--batch-size", "--lr", "--optimizer", "--momentum", "--seed", "--bn",
          "--data-dir", "--no-download", "--out", "--device", "--threads", "--train-subset",
-         "--no-progress"]
+         "--engine", "--no-progress"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,6 +89,37 @@ def test_compare_writes_table_curves_and_history(fake_loader, tmp_path, capsys):
     assert f"{histories['BN'].test_acc[1]:.4f}" in table[3]
 
 
+def test_every_engine_runs_and_manual_and_autograd_give_matching_histories(fake_loader, tmp_path,
+                                                                        capsys):
+    records = {}
+    for engine in ("auto", "manual", "autograd"):
+        fake_loader.clear()  # the same synthetic data for every run
+        out = tmp_path / engine
+        status = cli.main(["compare", "--epochs", "2", "--train-subset", "96", "--batch-size",
+                           "16", "--engine", engine, "--out", str(out), "--no-progress"])
+        assert status == 0
+        records[engine] = json.loads((out / "history.json").read_text())
+        assert records[engine]["config"]["engine"] == engine
+    histories = {engine: {name: History.from_dict(h) for name, h in record["histories"].items()}
+                 for engine, record in records.items()}
+    for name, auto in histories["auto"].items():  # auto picks manual for both networks
+        assert auto.step_loss == histories["manual"][name].step_loss
+    for name, manual in histories["manual"].items():
+        autograd = histories["autograd"][name]
+        assert len(manual.step_loss) == len(autograd.step_loss) == 12
+        assert manual.step_loss == pytest.approx(autograd.step_loss, rel=0, abs=1e-5)
+        assert manual.train_acc == autograd.train_acc and manual.test_acc == autograd.test_acc
+
+
+def test_importing_bnlib_and_its_cli_leaves_matplotlib_unimported():
+    code = ("import sys, bnlib, bnlib.cli; assert 'matplotlib' not in sys.modules; "
+            "bnlib.plot_comparison; assert 'matplotlib' in sys.modules")
+    environment = os.environ | {"PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_train_subset_limits_the_training_set(fake_loader, tmp_path, capsys):
     status = cli.main(["compare", "--epochs", "1", "--train-subset", "64", "--out",
                        str(tmp_path), "--no-progress"])
@@ -127,6 +158,7 @@ BAD_ARGUMENTS = [
     (["--device", "foo"], ["device", "'foo'", "not a torch device"]),
     (["--device", "mps"], ["device 'mps' is not available here", "use 'cpu'"]),
     (["--device", "meta"], ["device 'meta' is not available here", "use 'cpu'"]),
+    (["--engine", "jit"], ["--engine", "invalid choice", "'jit'", "'manual'"]),
     (["--train-subset", "0"], ["--train-subset", ">= 2"]),
     (["--train-subset", "1"], ["--train-subset", ">= 2"]),
     (["--out", "{file}"], ["--out", "is a file", "a folder you can write to"]),

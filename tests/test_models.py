@@ -56,7 +56,8 @@ def test_sigmoid_activation():
 
 
 def test_norm_factories_are_a_small_extensible_table():
-    assert set(NORMS_1D) == set(NORMS_2D) == {"none", "torch", "bnlib"}
+    assert set(NORMS_1D) == set(NORMS_2D) == {"none", "torch", "bnlib", "batchrenorm",
+                                              "layernorm", "groupnorm"}
     assert NORMS_1D["none"] is None and NORMS_1D["torch"] is nn.BatchNorm1d
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -13,7 +14,9 @@ from torch import nn
 from bnlib.data import MNIST, Batches
 from bnlib.models import build_mlp
 from bnlib.history import History
-from bnlib.training import TrainConfig, check_device, compare, default_device, evaluate, train
+from bnlib.models import SmallCNN
+from bnlib.training import (TrainConfig, check_device, compare, default_device, engine_for,
+                            evaluate, train)
 from synthetic import synthetic_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,6 +42,7 @@ def config(**changes) -> TrainConfig:
     ({"momentum": 1.0}, ["momentum"]),
     ({"eval_every": 0}, ["eval_every"]),
     ({"device": "cdua"}, ["device", "'cdua'"]),
+    ({"engine": "jit"}, ["engine", "'auto', 'manual', 'autograd'", "'jit'"]),
 ])
 def test_config_rejects_bad_settings(changes, words):
     with pytest.raises(ValueError) as error:
@@ -144,23 +148,78 @@ def test_same_seed_gives_bit_identical_history_and_another_seed_does_not():
     assert runs[0].step_loss != runs[2].step_loss
 
 
-def test_training_matches_a_plain_adam_loop_on_the_same_batches():
-    """The step loop is the textbook one: same losses as zero_grad/backward/Adam.step."""
-    model = build_mlp(norm="torch", seed=0)
-    history = train(model, TRAIN, TEST, config(epochs=2, seed=3))
-    reference = build_mlp(norm="torch", seed=0)
+def plain_adam_losses(reference: nn.Module, epochs: int, seed: int) -> list[float]:
     optimizer = torch.optim.Adam(reference.parameters(), lr=0.01, fused=True)
-    batches = Batches(TRAIN, 32, generator=torch.Generator().manual_seed(3))
+    batches = Batches(TRAIN, 32, generator=torch.Generator().manual_seed(seed))
     losses = []
-    for _ in range(2):
+    for _ in range(epochs):
         for images, labels in batches:
             optimizer.zero_grad()
             loss = F.cross_entropy(reference(images), labels)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-    assert history.step_loss == losses
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters()))
+    return losses
+
+
+def test_training_matches_a_plain_adam_loop_on_the_same_batches():
+    """The autograd step is the textbook one: the same losses as zero_grad/backward/Adam.step,
+    to the bit; the manual engine's agree to float32 rounding (see tests/test_engine.py)."""
+    reference = build_mlp(norm="torch", seed=0)
+    losses = plain_adam_losses(reference, epochs=2, seed=3)
+    models = {engine: build_mlp(norm="torch", seed=0) for engine in ("autograd", "manual")}
+    histories = {engine: train(model, TRAIN, TEST, config(epochs=2, seed=3, engine=engine))
+                 for engine, model in models.items()}
+    assert histories["autograd"].step_loss == losses
+    assert all(torch.equal(a, b) for a, b in zip(models["autograd"].parameters(),
+                                                 reference.parameters()))
+    assert histories["manual"].step_loss == pytest.approx(losses, rel=0, abs=1e-5)
+    for a, b in zip(models["manual"].state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_both_engines_fill_history_and_call_back_alike():
+    """Step losses, accuracies, evaluation points and callbacks: the same with either engine."""
+    records = {}
+    for engine in ("manual", "autograd"):
+        calls = []
+        models = {"bn": build_mlp(norm="bnlib", seed=0), "plain": build_mlp(seed=0)}
+        histories = compare(models, TRAIN, TEST, config(eval_every=4, engine=engine),
+                            on_eval=lambda step, name, model: calls.append((step, name)),
+                            on_epoch=lambda done, h: calls.append(("epoch", done, len(h))))
+        records[engine] = histories, calls
+    (manual, manual_calls), (autograd, autograd_calls) = records.values()
+    assert manual_calls == autograd_calls
+    for name in ("bn", "plain"):
+        for field in ("train_acc", "test_acc", "eval_step", "eval_test_acc"):
+            assert getattr(manual[name], field) == getattr(autograd[name], field), field
+        for field in ("step_loss", "train_loss", "test_loss"):
+            assert getattr(manual[name], field) == pytest.approx(
+                getattr(autograd[name], field), rel=0, abs=1e-5), field
+
+
+def test_auto_picks_the_manual_engine_where_it_applies_and_compare_may_mix():
+    assert engine_for(build_mlp(seed=0)) == "manual"
+    assert engine_for(build_mlp(seed=0), "autograd") == "autograd"
+    assert engine_for(RecordingMLP()) == "autograd"
+    models = {"recording": RecordingMLP(), "mlp": build_mlp(seed=0)}
+    histories = compare(models, TRAIN, TEST, config(epochs=1))
+    assert len(models["recording"].seen) == 10  # its forward ran at every step: autograd
+    assert histories["recording"].step_loss == pytest.approx(histories["mlp"].step_loss,
+                                                             rel=0, abs=1e-5)
+
+
+def test_manual_engine_refuses_an_unsupported_model_before_training():
+    model, epochs = SmallCNN(), []
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="engine='manual' cannot train.*SmallCNN.*use "
+                                         "engine='autograd'"):
+        compare({"mlp": build_mlp(seed=0), "cnn": model}, TRAIN, TEST,
+                config(engine="manual"), on_epoch=lambda done, h: epochs.append(done))
+    assert epochs == []
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in before.items())
+    with pytest.raises(ValueError, match="engine must be one of"):
+        engine_for(model, "fast")
 
 
 class RecordingMLP(nn.Module):

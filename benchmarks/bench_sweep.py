@@ -1,0 +1,110 @@
+"""Cost of a training step per network: K networks stacked by train_sweep against K separate runs.
+
+Both sides train K 784-32-32-10 ReLU networks (with ``torch.nn.BatchNorm1d`` before the
+activation, or without BN) with Adam on batches of 32 MNIST images, on the CPU:
+
+- sweep: :func:`bnlib.sweep.train_sweep`, one batched matrix product per layer for all K, a
+  hand-written backward pass and one vectorised Adam step;
+- separate: :func:`bnlib.training.compare` with the same K models, K autograd runs in lockstep,
+  each with ``torch.optim.Adam(fused=True)``.
+
+Each run takes ``--steps`` steps (one epoch over a subset of the training set; the evaluation
+after it is on a single test image, so it costs nothing); the figure is the run's wall-clock time
+divided by steps and by K, in microseconds, the best of ``--repeats`` runs after a warm-up, the
+two sides alternating; the CPU time of this process is printed beside it, which other programs
+disturb less (with one thread). The machine's load average is printed with the results: on a shared
+machine, run it several times.
+Usage::
+
+    BNLIB_DATA=/path/to/datasets python benchmarks/bench_sweep.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import torch
+
+from bnlib.data import MNIST, load_mnist
+from bnlib.models import build_mlp
+from bnlib.sweep import SweepConfig, train_sweep
+from bnlib.training import TrainConfig, compare
+
+BATCH_SIZE = 32
+LR = 0.01
+
+
+def models_of(count: int, norm: str) -> list[torch.nn.Module]:
+    return [build_mlp(norm=norm, seed=seed) for seed in range(count)]
+
+
+def run_sweep(count: int, norm: str, train_set: MNIST, test_set: MNIST) -> None:
+    config = SweepConfig(epochs=1, batch_size=BATCH_SIZE, device="cpu", progress=False)
+    train_sweep(models_of(count, norm), [LR] * count, train_set, test_set, config)
+
+
+def run_separate(count: int, norm: str, train_set: MNIST, test_set: MNIST) -> None:
+    config = TrainConfig(epochs=1, lr=LR, batch_size=BATCH_SIZE, device="cpu", progress=False)
+    models = dict(enumerate(models_of(count, norm)))
+    compare({str(name): model for name, model in models.items()}, train_set, test_set, config)
+
+
+def microseconds_per_step(count: int, norm: str, train_set: MNIST, test_set: MNIST,
+                          repeats: int) -> list[tuple[float, float]]:
+    """Per step and network, in microseconds: (wall, CPU) of the sweep, then of separate runs.
+
+    Each is the best of ``repeats`` runs; the two sides alternate, so that a busy spell of the
+    machine hits both.
+    """
+    steps = len(train_set) // BATCH_SIZE
+    runs = (run_sweep, run_separate)
+    for run in runs:  # warm-up
+        run(count, norm, train_set.subset(4 * BATCH_SIZE), test_set)
+    best = [[float("inf")] * 2 for _ in runs]
+    for _ in range(repeats):
+        for index, run in enumerate(runs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            run(count, norm, train_set, test_set)
+            times = (time.perf_counter() - wall, time.process_time() - cpu)
+            best[index] = [min(old, new) for old, new in zip(best[index], times)]
+    return [(wall / steps / count * 1e6, cpu / steps / count * 1e6) for wall, cpu in best]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[1, 4, 16, 64],
+                        help="numbers of networks K (default: 1 4 16 64)")
+    parser.add_argument("--steps", type=int, default=60, help="steps per run (default: 60)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure (default: 3)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--data-dir", default=None,
+                        help="dataset root holding MNIST/raw/ (default: $BNLIB_DATA)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    train_set = load_mnist("train", root=args.data_dir, download=False).subset(
+        args.steps * BATCH_SIZE)
+    test_set = load_mnist("test", root=args.data_dir, download=False).subset(1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {BATCH_SIZE}, "
+          f"Adam, {args.steps} steps, best of {args.repeats}; load average before: "
+          f"{os.getloadavg()[0]:.2f}")
+    print("microseconds per step and network (wall clock; CPU time of this process)")
+    print(f"{'network':>8} {'K':>3}  {'sweep':>11}  {'separate':>11}  {'ratio':>11}")
+    for norm, label in (("none", "no BN"), ("torch", "BN")):
+        for count in args.counts:
+            sweep, separate = microseconds_per_step(count, norm, train_set, test_set,
+                                                    args.repeats)
+            print(f"{label:>8} {count:3d}  {sweep[0]:5.0f}; {sweep[1]:4.0f}  "
+                  f"{separate[0]:5.0f}; {separate[1]:4.0f}  {separate[0] / sweep[0]:4.1f}x; "
+                  f"{separate[1] / sweep[1]:4.1f}x", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
