@@ -19,9 +19,13 @@
 * :mod:`bnlib.models`: the MLP and CNN builders used in the book;
 * :mod:`bnlib.training` and :mod:`bnlib.optim`: a training loop that returns its
   :class:`~bnlib.history.History`, and side-by-side comparisons on identical batches;
+* :mod:`bnlib.engine` and :mod:`bnlib.engine_layers`: the training step of the MLPs written out by
+  hand (forward, backward, torch's optimizer), without autograd's per-call overhead;
 * :mod:`bnlib.plotting`: figures of those histories;
 * :mod:`bnlib.diagnostics` and :mod:`bnlib.plot_diagnostics`: activations, gradients and update
   ratios inside a network, layer by layer, and their figures;
+* :mod:`bnlib.landscape`: noise injected after BN, internal covariate shift measured on the
+  gradients, and the loss and gradient along the gradient direction;
 * :mod:`bnlib.recalibrate` and :mod:`bnlib.shifts`: BN statistics recomputed after training or on
   new data (precise BN, AdaBN), and shifted copies of MNIST;
 * :mod:`bnlib.parallel`: independent runs (seeds) side by side, one forked process per core;

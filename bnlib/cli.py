@@ -108,7 +108,7 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="train on the first N training images only, N >= 2 (default: all 60,000)")
     add("--engine", choices=ENGINES, default=defaults.engine,
         help="how a training step is computed: manual (hand-written forward and backward, "
-             "several times faster for these networks), autograd (the model's forward and "
+             "faster for these small networks), autograd (the model's forward and "
              "loss.backward()), or auto, which picks manual for every network it supports "
              "(both networks here); the two give the same results up to float32 rounding "
              "(default: %(default)s)")

@@ -16,7 +16,7 @@ caller can fall back to :class:`AutogradEngine`, the textbook step; :func:`engin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,8 @@ from bnlib.engine_layers import (ACTIVATION_KINDS, NORM_TYPES, ActivationStep, B
 from bnlib.optim import make_optimizer
 
 __all__ = ["ENGINES", "AutogradEngine", "ManualEngine", "engine_for", "flatten_parameters",
-           "make_engine", "make_engines", "manual_engines", "unsupported_reason"]
+           "make_engine", "make_engines", "manual_engines", "separate_parameters",
+           "unsupported_reason"]
 
 ENGINES = ("auto", "manual", "autograd")
 
@@ -37,7 +38,9 @@ def flatten_parameters(params: list[nn.Parameter]) -> nn.Parameter:
     Each parameter keeps its identity, shape and values; its ``.data`` becomes a view of the flat
     parameter and its ``.grad`` a view of the flat gradient, so that an optimizer over the flat
     parameter alone updates all of them in one call (a call's overhead grows with the number of
-    tensors, and for a small network it exceeds the update itself).
+    tensors, and for a small network it exceeds the update itself). ``torch.save`` writes a view
+    with the whole storage it belongs to, so once training is over, :func:`separate_parameters`
+    gives each parameter its own storage again (:func:`bnlib.training.compare` does).
 
     Returns:
         The flat ``nn.Parameter``, with ``.grad`` set (zeros).
@@ -51,6 +54,19 @@ def flatten_parameters(params: list[nn.Parameter]) -> nn.Parameter:
         param.grad = flat.grad[offset:offset + size].view_as(param)
         offset += size
     return flat
+
+
+def separate_parameters(models: Iterable[nn.Module]) -> None:
+    """Give every parameter of ``models``, and its ``.grad``, storage of its own again.
+
+    Undoes the sharing of :func:`flatten_parameters` (values unchanged), so that a state dict
+    saved afterwards holds one model's values only, and the models no longer alias each other.
+    """
+    for model in models:
+        for param in model.parameters():
+            param.data = param.data.clone()
+            if param.grad is not None:
+                param.grad = param.grad.clone()
 
 
 class ManualEngine:
@@ -253,8 +269,9 @@ def make_engine(model: nn.Module, engine: str = "auto", optimizer: str = "adam",
     return chosen(model, optimizer, lr=lr, momentum=momentum)
 
 
-def make_engines(models: Mapping[str, nn.Module], engine: str = "auto", optimizer: str = "adam", *,
-                 lr: float = 0.01, momentum: float = 0.0) -> dict[str, ManualEngine | AutogradEngine]:
+def make_engines(models: Mapping[str, nn.Module], engine: str = "auto", optimizer: str = "adam",
+                 *, lr: float = 0.01,
+                 momentum: float = 0.0) -> dict[str, ManualEngine | AutogradEngine]:
     """The engine of every model (see :func:`engine_for`), for training in lockstep.
 
     The models that the manual engine trains share one optimizer per dtype

@@ -1,13 +1,12 @@
 r"""The layers of :mod:`bnlib.engine`: forward and backward passes written out, on fixed buffers.
 
-:func:`unsupported_reason` recognises the models made of these layers.
-
 Each layer object wraps one module of an MLP and owns the buffers of its output and of the
 gradient it passes down, allocated once per batch size (:meth:`resize`) and reused at every step:
 every operation writes into a buffer (``out=`` or in place), so a step allocates almost nothing
 and calls as few operations as the maths needs. The tensors read are ``detach()`` aliases of the
 module's parameters and buffers, so the optimizer's in-place updates are seen without autograd
 recording anything. :meth:`backward` writes the parameters' gradients into their ``.grad``.
+:func:`unsupported_reason` recognises the models made of these layers.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ def layer_reason(index: int, layer: nn.Module, features: int | None) -> tuple[st
 
 
 def parameters_reason(model: nn.Module) -> str | None:
-    """Why the parameters cannot be trained by :class:`ManualEngine` (or ``None``)."""
+    """Why the parameters cannot be trained by :class:`bnlib.engine.ManualEngine` (or ``None``)."""
     params = [p for _, p in model.named_parameters(remove_duplicate=False)]
     if not params:
         return "the model has no parameters"
@@ -69,13 +68,15 @@ def parameters_reason(model: nn.Module) -> str | None:
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
-    """Why :class:`ManualEngine` cannot train ``model``, or ``None`` when it can.
+    """Why :class:`bnlib.engine.ManualEngine` cannot train ``model``, or ``None`` when it can.
 
     Supported: an ``nn.Sequential`` (the class itself, whose forward is known) of an optional
     leading ``nn.Flatten()``, then ``nn.Linear`` (with or without bias), ``nn.BatchNorm1d`` or
     ``bnlib.BatchNorm1d`` (any ``eps``, ``momentum`` including ``None``, ``affine``,
     ``track_running_stats``), ``nn.ReLU``, ``nn.Sigmoid`` and ``nn.Tanh`` in any order, ending
-    with an ``nn.Linear`` that outputs the logits: every model :func:`bnlib.build_mlp` builds.
+    with an ``nn.Linear`` that outputs the logits: every model :func:`bnlib.build_mlp` builds
+    with ``norm`` ``"none"``, ``"torch"`` or ``"bnlib"``. Hooks on the model or a layer make it
+    unsupported, since its forward is never called.
     """
     if type(model) is not nn.Sequential:
         return f"the model is a {type(model).__name__}, not an nn.Sequential of known layers"

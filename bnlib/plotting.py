@@ -214,8 +214,9 @@ def plot_sweep(
     """Plot a metric against a swept setting, per model: mean over seeds, min-max band, divergence.
 
     The setting (a learning rate, an initialisation scale) is drawn on a log axis. A NaN marks a
-    run that diverged, and so does ``True`` in ``diverged``: a cross at the bottom of the Axes marks
-    every setting at which at least one seed diverged. The mean and the band leave out NaNs only.
+    run that diverged, and so does ``True`` in ``diverged``: a cross near the bottom of the Axes, in
+    one row per model, marks every setting at which at least one seed diverged. The mean and the
+    band leave out NaNs only.
 
     Args:
         values: the settings swept, positive.
@@ -235,18 +236,25 @@ def plot_sweep(
              for name, table in tables.items()}
     _check_sweep(x, tables, masks)
     ax = _new_axes(ax)
-    for name, table in tables.items():
+    any_crossed = False
+    for index, (name, table) in enumerate(tables.items()):
         finite = np.where(np.isfinite(table), table, np.nan)
         mean, low, high = _summary_over_seeds(finite)
         (line,) = ax.plot(x, mean, marker="o", label=f"{name} (mean of {len(table)} seeds)")
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
         crossed = (np.isnan(finite) | masks[name]).any(axis=0)
         if crossed.any():
-            ax.plot(x[crossed], np.zeros(int(crossed.sum())), linestyle="none", marker="x",
+            any_crossed = True
+            # one row of crosses per model, stacked upwards from the bottom of the Axes
+            row = np.full(int(crossed.sum()), 0.03 + 0.05 * index)
+            ax.plot(x[crossed], row, linestyle="none", marker="x",
                     color=line.get_color(), transform=ax.get_xaxis_transform(), clip_on=False,
                     label=f"{name}: a seed diverged")
+    if any_crossed:  # room below the data for the rows of crosses
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(bottom - 0.05 * len(tables) * (top - bottom), top)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.legend(fontsize="small")
     return ax.figure

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from bnlib.data import MNIST, Batches
 from bnlib.device import check_device, default_device
 from bnlib.history import History
-from bnlib.engine import ENGINES, AutogradEngine, ManualEngine, engine_for, make_engines
+from bnlib.engine import (ENGINES, AutogradEngine, ManualEngine, engine_for, make_engines,
+                          separate_parameters)
 
 __all__ = ["ENGINES", "AutogradEngine", "LockstepLoop", "ModelRun", "TrainConfig", "check_device",
            "compare", "default_device", "engine_for", "evaluate", "require_int", "train"]
@@ -232,11 +233,13 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
     """Train several models in lockstep on the identical sequence of batches.
 
     One :class:`bnlib.data.Batches` iterator, shuffled by a ``torch.Generator`` seeded with
-    ``config.seed``, feeds every model the same batch at every step; each model has its own
-    optimizer. Each epoch uses every example, except that a final batch of one example is dropped
-    (batch normalisation cannot estimate a variance from one value per channel). After every epoch
-    each model is evaluated on the whole test set in eval mode, then put back in train mode. The
-    models are moved to ``config.device`` (else :func:`default_device`), the data once.
+    ``config.seed``, feeds every model the same batch at every step; each model is trained from
+    its own loss and gradients, with its own optimizer state, by the engine ``config.engine``
+    picks for it (:func:`bnlib.engine.make_engines`). Each epoch uses every example, except that a
+    final batch of one example is dropped (batch normalisation cannot estimate a variance from one
+    value per channel). After every epoch each model is evaluated on the whole test set in eval
+    mode, then put back in train mode. The models are moved to ``config.device`` (else
+    :func:`default_device`), the data once.
 
     Args:
         models: names and models; the models are trained in place.
@@ -269,11 +272,14 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
     with torch.enable_grad(), tqdm(total=config.epochs * len(batches), unit="step",
                                    disable=None if config.progress else True) as bar:
         loop = LockstepLoop(runs, batches, test_set, config, on_eval, bar)
-        for epoch in range(config.epochs):
-            bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
-            loop.epoch()
-            if on_epoch is not None:
-                on_epoch(epoch + 1, {name: run.history for name, run in runs.items()})
+        try:
+            for epoch in range(config.epochs):
+                bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+                loop.epoch()
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, {name: run.history for name, run in runs.items()})
+        finally:  # also after Ctrl-C: the models leave as ordinary, independent modules
+            separate_parameters(models.values())
     return {name: run.history for name, run in runs.items()}
 
 

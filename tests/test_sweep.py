@@ -73,7 +73,8 @@ def check_against_alone(models, lrs, config, tolerance):
     histories = train_sweep(models, lrs, TRAIN, TEST, config)
     for model, reference, lr, history in zip(models, references, lrs, histories):
         losses = train_alone(reference, lr, config)
-        torch.testing.assert_close(torch.tensor(history.step_loss), torch.tensor(losses),
+        torch.testing.assert_close(torch.tensor(history.step_loss, dtype=torch.float64),
+                                   torch.tensor(losses, dtype=torch.float64),
                                    rtol=tolerance, atol=tolerance)
         state, expected = model.state_dict(), reference.state_dict()
         assert state.keys() == expected.keys()
@@ -123,9 +124,10 @@ def test_float32_sweep_is_as_close_to_float64_as_torchs_float32_run():
     lrs, config = [0.01, 0.003, 0.03, 0.001], sweep_config(epochs=2)
     histories = train_sweep(models, lrs, TRAIN, TEST, config)
     for history, single, double, lr in zip(histories, torch32, torch64, lrs):
-        exact = torch.tensor(train_alone(double, lr, config))
-        torch_error = (torch.tensor(train_alone(single, lr, config)) - exact).abs().max()
-        sweep_error = (torch.tensor(history.step_loss) - exact).abs().max()
+        exact = torch.tensor(train_alone(double, lr, config), dtype=torch.float64)
+        torch_error = (torch.tensor(train_alone(single, lr, config), dtype=torch.float64)
+                       - exact).abs().max()
+        sweep_error = (torch.tensor(history.step_loss, dtype=torch.float64) - exact).abs().max()
         assert sweep_error <= 10 * torch_error + 1e-5
 
 
@@ -203,15 +205,16 @@ def test_histories_and_modules_after_the_sweep():
 
 
 def test_sweep_draws_compares_batches():
-    """Against bnlib.compare itself (fused Adam, float32): the same batches, the same run."""
+    """Against bnlib.compare itself (float32, fused Adam): the same batches, the same run."""
     models = make_models(2, torch.float32, **VARIANTS["BN before"])
     references = {str(k): copy.deepcopy(model) for k, model in enumerate(models)}
     sweep = train_sweep(models, 0.01, TRAIN, TEST, sweep_config(epochs=2, seed=3))
     alone = compare(references, TRAIN, TEST, TrainConfig(epochs=2, lr=0.01, batch_size=BATCH,
                                                          seed=3, device="cpu", progress=False))
     for history, reference in zip(sweep, alone.values()):
-        torch.testing.assert_close(torch.tensor(history.step_loss),
-                                   torch.tensor(reference.step_loss), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.tensor(history.step_loss, dtype=torch.float64),
+                                   torch.tensor(reference.step_loss, dtype=torch.float64),
+                                   rtol=1e-4, atol=1e-4)
         assert history.train_acc == reference.train_acc
 
 

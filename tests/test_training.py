@@ -254,6 +254,23 @@ def test_compare_trains_each_model_as_train_alone_would():
     assert together["y"].step_loss == alone.step_loss
 
 
+def test_models_trained_together_leave_with_storage_of_their_own(tmp_path):
+    """The manual engine trains lockstep models through one flat parameter; afterwards each
+    parameter owns its storage again, so a saved state dict holds that model's values only."""
+    models = {"plain": build_mlp(seed=1), "bn": build_mlp(norm="torch", seed=0)}
+    compare(models, TRAIN, TEST, config(engine="manual"))
+    for model in models.values():
+        for param in model.parameters():
+            assert param.untyped_storage().nbytes() == param.numel() * param.element_size()
+    torch.save(models["bn"].state_dict(), tmp_path / "bn.pt")
+    loaded = build_mlp(norm="torch")
+    loaded.load_state_dict(torch.load(tmp_path / "bn.pt"))
+    saved_bytes = (tmp_path / "bn.pt").stat().st_size
+    own_bytes = sum(value.numel() * value.element_size()
+                    for value in models["bn"].state_dict().values())
+    assert saved_bytes < own_bytes + 10_000  # not the other model's weights too
+
+
 def test_train_accuracy_is_the_fraction_correct_during_the_epoch():
     model = build_mlp(seed=0)  # no BN: train and eval mode compute the same function
     history = train(model, TRAIN, TEST, config(epochs=1, optimizer="sgd", lr=1e-30))
