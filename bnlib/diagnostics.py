@@ -10,6 +10,7 @@ removed and BN running statistics restored before either returns: a diagnostic l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -251,8 +252,9 @@ class UpdateRatioTracker:
     when autograd accumulates a gradient (``loss.backward()``), not under
     :func:`torch.autograd.grad` (so :func:`take_snapshot` does not count), nor in a loop that
     writes ``.grad`` itself: train :func:`bnlib.train` with ``TrainConfig(engine="autograd")``,
-    and check :attr:`passes`. Use it as a context manager, or call :meth:`remove`, to take the
-    hooks off.
+    and check :attr:`passes`. A parameter that is all zeros before a step (a bias or BN's
+    :math:`\beta` at initialisation) has no relative update: that step's ratio is NaN. Use it as
+    a context manager, or call :meth:`remove`, to take the hooks off.
 
     Args:
         model: the model being trained.
@@ -286,8 +288,10 @@ class UpdateRatioTracker:
         if (self._passes[name] - 1) % self.every:
             return
         current = param.detach().clone()
-        if name in self._previous:
-            self.ratios[name].append(update_ratio(self._previous[name], current))
+        previous = self._previous.get(name)
+        if previous is not None:
+            self.ratios[name].append(update_ratio(previous, current) if previous.any()
+                                     else math.nan)
         self._previous[name] = current
 
     @property

@@ -198,7 +198,15 @@ def manual_engines(models: list[nn.Module], optimizer: str = "adam", *, lr: floa
         if reason is not None:
             raise ValueError(f"the manual engine cannot train this model: {reason}; "
                              "use engine='autograd'")
-    flat = flatten_parameters([param for model in models for param in model.parameters()])
+    params = [param for model in models for param in model.parameters()]
+    if len({id(param) for param in params}) != len(params):
+        raise ValueError("the models share a parameter (the same model given twice?); pass "
+                         "distinct models")
+    if len({(param.dtype, param.device) for param in params}) > 1:
+        raise ValueError("the models' parameters differ in dtype or device, and one flat "
+                         "parameter would convert them; move them to one with model.to(...), or "
+                         "use make_engines, which groups them")
+    flat = flatten_parameters(params)
     shared = make_optimizer([flat], optimizer, lr=lr, momentum=momentum)
     return [ManualEngine(model, shared) for model in models]
 
@@ -274,18 +282,19 @@ def make_engines(models: Mapping[str, nn.Module], engine: str = "auto", optimize
                  momentum: float = 0.0) -> dict[str, ManualEngine | AutogradEngine]:
     """The engine of every model (see :func:`engine_for`), for training in lockstep.
 
-    The models that the manual engine trains share one optimizer per dtype
+    The models that the manual engine trains share one optimizer per dtype and device
     (:func:`manual_engines`); each other model gets an :class:`AutogradEngine` of its own.
 
     Args:
         models: names and models, trained in place.
         engine, optimizer, lr, momentum: as for :func:`make_engine`.
     """
-    manual: dict[torch.dtype, dict[str, nn.Module]] = {}
+    manual: dict[tuple[torch.dtype, torch.device], dict[str, nn.Module]] = {}
     engines: dict[str, ManualEngine | AutogradEngine] = {}
     for name, model in models.items():
         if engine_for(model, engine) == "manual":
-            manual.setdefault(next(model.parameters()).dtype, {})[name] = model
+            first = next(model.parameters())
+            manual.setdefault((first.dtype, first.device), {})[name] = model
         else:
             engines[name] = AutogradEngine(model, optimizer, lr=lr, momentum=momentum)
     for group in manual.values():

@@ -201,6 +201,16 @@ def test_tracker_every_and_biases():
         UpdateRatioTracker(nn.Linear(3, 1).requires_grad_(False), weights_only=False)
 
 
+def test_a_parameter_starting_at_zero_gets_nan_for_that_step_and_training_goes_on():
+    model, (inputs, targets) = tiny_model(norm=True), batch()  # BN's beta starts at zero
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with UpdateRatioTracker(model, weights_only=False) as tracker:
+        train_steps(model, optimizer, 3, inputs, targets)
+    beta = tracker.ratios["1.bias"]
+    assert len(beta) == 2 and np.isnan(beta[0]) and np.isfinite(beta[1]), beta
+    assert all(np.isfinite(tracker.ratios["0.weight"]))
+
+
 @pytest.fixture
 def no_global_state():
     """A helper must leave rcParams and pyplot's figure list as they were."""

@@ -186,6 +186,15 @@ def test_engines_sharing_one_optimizer_take_the_steps_of_one_optimizer_each():
         torch.testing.assert_close(first, second, rtol=1e-14, atol=0)
 
 
+def test_sharing_one_optimizer_refuses_mixed_dtypes_and_a_model_given_twice():
+    single, double = build_mlp(seed=0), build_mlp(seed=1).double()
+    with pytest.raises(ValueError, match="differ in dtype or device"):
+        manual_engines([single, double])
+    with pytest.raises(ValueError, match="given twice"):
+        manual_engines([single, single])
+    assert next(single.parameters()).dtype == torch.float32  # refused before any change
+
+
 def test_make_engines_groups_the_manual_models_by_dtype_and_gives_the_rest_autograd():
     models = {"a": build_mlp(seed=0), "cnn": SmallCNN(), "b": build_mlp(norm="torch", seed=1),
               "c": build_mlp(seed=2).double()}
