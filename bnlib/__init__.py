@@ -4,8 +4,8 @@
   ``torch.nn.BatchNorm1d``/``BatchNorm2d``, with a hand-derived backward pass
   (:mod:`bnlib.manual_backward`) that also works under :mod:`torch.func` transforms;
 * :mod:`bnlib.gradcheck`: a small finite-difference gradient checker;
-* :mod:`bnlib.layers`: every layer of the MLP, its loss, Adam and SGD written out by hand, each
-  forward beside its backward;
+* :mod:`bnlib.layers` and :mod:`bnlib.optim_steps`: every layer of the MLP, its loss, and the
+  Adam and SGD steps written out by hand, each forward beside its backward;
 * :mod:`bnlib.fusion`: BN folded into the layer before it, for inference;
 * :mod:`bnlib.sync_batchnorm`, :mod:`bnlib.distributed` and :mod:`bnlib.data_parallel`: BN
   over a batch split across processes, a launcher for local CPU process groups, and data-parallel

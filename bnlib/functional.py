@@ -126,10 +126,15 @@ def check_batch_norm_arguments(input, running_mean, running_var, weight, bias, t
                          ("weight", weight), ("bias", bias)]:
         _check_vector(name, vector, input.shape[1])
     if training and values_per_channel(input) == 1:
+        # Without running statistics (track_running_stats=False) eval mode uses batch statistics
+        # too, so model.eval() would not help there.
+        way_out = ("or call model.eval() to normalise with the running statistics"
+                   if running_mean is not None else
+                   "since this layer keeps no running statistics (track_running_stats=False), "
+                   "eval mode needs one too")
         raise ValueError(
             "Expected more than 1 value per channel when training, "
-            f"got input size {input.size()}; use a batch with more than one example, "
-            "or call model.eval() to normalise with the running statistics."
+            f"got input size {input.size()}; use a batch with more than one example, {way_out}."
         )
     if eps < 0.0 or (training and eps == 0.0):
         raise ValueError(

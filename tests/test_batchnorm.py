@@ -214,6 +214,18 @@ def test_bad_input_raises_clear_errors(layer, shape, message):
         layer(torch.randn(shape))
 
 
+def test_a_batch_of_one_without_running_statistics_is_not_told_to_use_eval_mode():
+    """Without running statistics eval mode normalises with the batch too, as torch's does, so
+    the error must not suggest model.eval()."""
+    layer = BatchNorm1d(3, track_running_stats=False).eval()
+    with pytest.raises(ValueError, match=r"more than 1 value per channel") as error:
+        layer(torch.randn(1, 3))
+    assert "track_running_stats=False" in str(error.value)
+    assert "model.eval()" not in str(error.value)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm1d(3, track_running_stats=False).eval()(torch.randn(1, 3))
+
+
 def test_unknown_backward_mode_is_rejected():
     with pytest.raises(ValueError, match=r"backward must be one of .*got 'numerical'"):
         BatchNorm1d(3, backward="numerical")
