@@ -21,13 +21,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from bnlib.batchnorm import BatchNorm1d
+from bnlib.batchnorm import BATCH_NORM_1D_TYPES
+from bnlib.models import ACTIVATION_NAMES
 
-__all__ = ["ACTIVATION_TYPES", "BATCHNORM_TYPES", "NetworkStack", "StackedActivation",
-           "StackedBatchNorm", "StackedLinear", "cross_entropy_with_grad"]
+__all__ = ["NetworkStack", "StackedActivation", "StackedBatchNorm", "StackedLinear",
+           "cross_entropy_with_grad"]
 
-ACTIVATION_TYPES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
-BATCHNORM_TYPES = (nn.BatchNorm1d, BatchNorm1d)
 
 
 class StackedLinear:
@@ -236,9 +235,9 @@ class NetworkStack:
     def _stack(column: Sequence[nn.Module]) -> StackedLayer:
         if isinstance(column[0], nn.Linear):
             return StackedLinear(column)
-        if isinstance(column[0], BATCHNORM_TYPES):
+        if isinstance(column[0], BATCH_NORM_1D_TYPES):
             return StackedBatchNorm(column)
-        return StackedActivation(ACTIVATION_TYPES[type(column[0])])
+        return StackedActivation(ACTIVATION_NAMES[type(column[0])])
 
     def forward(self, images: Tensor, training: bool) -> Tensor:
         """Logits of every network, shape :math:`(K, B, C)`, for images shared by all K."""

@@ -192,3 +192,8 @@ class BatchNorm2d(_BatchNorm):
 
     accepted_dims = (4,)
     input_description = "4D (N, C, H, W)"
+
+
+# torch's layers and bnlib's, which the tools that read a network's structure treat alike.
+BATCH_NORM_1D_TYPES = (nn.BatchNorm1d, BatchNorm1d)
+BATCH_NORM_2D_TYPES = (nn.BatchNorm2d, BatchNorm2d)

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bnlib.engine_layers import (ACTIVATION_KINDS, NORM_TYPES, ActivationStep, BatchNormStep,
-                                 LinearStep, SoftmaxCrossEntropyStep, unsupported_reason)
+from bnlib.batchnorm import BATCH_NORM_1D_TYPES
+from bnlib.engine_layers import (ActivationStep, BatchNormStep, LinearStep, SoftmaxCrossEntropyStep,
+                                 unsupported_reason)
+from bnlib.models import ACTIVATION_NAMES
 from bnlib.optim import make_optimizer
 
 __all__ = ["ENGINES", "AutogradEngine", "ManualEngine", "engine_for", "flatten_parameters",
@@ -117,7 +119,7 @@ class ManualEngine:
         self.flattens = type(model[0]) is nn.Flatten
         self.layers = self.build_layers([layer for layer in model if type(layer) is not nn.Flatten],
                                         like=params[0])
-        self.norms = [layer for layer in model if type(layer) in NORM_TYPES]
+        self.norms = [layer for layer in model if type(layer) in BATCH_NORM_1D_TYPES]
         self.loss = SoftmaxCrossEntropyStep(params[0])
         self.shape: tuple[int, int] | None = None
 
@@ -127,10 +129,10 @@ class ManualEngine:
         for index, layer in enumerate(layers):
             if type(layer) is nn.Linear:
                 steps.append(LinearStep(layer, needs_input_grad=index > 0))
-            elif type(layer) in NORM_TYPES:
+            elif type(layer) in BATCH_NORM_1D_TYPES:
                 steps.append(BatchNormStep(layer, like))
             else:
-                steps.append(ActivationStep(ACTIVATION_KINDS[type(layer)], like))
+                steps.append(ActivationStep(ACTIVATION_NAMES[type(layer)], like))
         return steps
 
     def resize(self, batch_size: int, features: int) -> None:

@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bnlib.batchnorm import BatchNorm1d
+from bnlib.batchnorm import BATCH_NORM_1D_TYPES
+from bnlib.models import ACTIVATION_NAMES
 
-__all__ = ["ACTIVATION_KINDS", "ActivationStep", "BatchNormStep", "LinearStep", "NORM_TYPES",
-           "SoftmaxCrossEntropyStep", "unsupported_reason"]
+__all__ = ["ActivationStep", "BatchNormStep", "LinearStep", "SoftmaxCrossEntropyStep",
+           "unsupported_reason"]
 
-ACTIVATION_KINDS: dict[type, str] = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
-NORM_TYPES = (nn.BatchNorm1d, BatchNorm1d)
-LAYER_TYPES = (nn.Linear, *NORM_TYPES, *ACTIVATION_KINDS)
+LAYER_TYPES = (nn.Linear, *BATCH_NORM_1D_TYPES, *ACTIVATION_NAMES)
 
 
 def has_hooks(module: nn.Module) -> bool:
@@ -45,7 +44,7 @@ def layer_reason(index: int, layer: nn.Module, features: int | None) -> tuple[st
         if features is not None and layer.in_features != features:
             return f"{where} expects {layer.in_features} features, gets {features}", 0
         return None, layer.out_features
-    if type(layer) in NORM_TYPES and features is not None and layer.num_features != features:
+    if type(layer) in BATCH_NORM_1D_TYPES and features is not None and layer.num_features != features:
         return f"{where} normalises {layer.num_features} features, gets {features}", 0
     return None, features
 

@@ -13,17 +13,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bnlib.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm
+from bnlib.batchnorm import (BATCH_NORM_1D_TYPES, BATCH_NORM_2D_TYPES, BatchNorm1d, BatchNorm2d,
+                             _BatchNorm)
 from bnlib.functional import batch_norm_eval
 
 __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "freeze_batchnorm", "set_batchnorm_eval"]
 
-BATCHNORM_1D = (nn.BatchNorm1d, BatchNorm1d)
-BATCHNORM_2D = (nn.BatchNorm2d, BatchNorm2d)
 # BN layers without a frozen counterpart, which freeze_batchnorm refuses rather than leave
 # training: another input rank (3d), or statistics over processes or ghost batches.
 OTHER_BATCHNORM = (nn.BatchNorm3d, nn.SyncBatchNorm, _BatchNorm)
-ANY_BATCHNORM = BATCHNORM_1D + BATCHNORM_2D + OTHER_BATCHNORM
+ANY_BATCHNORM = BATCH_NORM_1D_TYPES + BATCH_NORM_2D_TYPES + OTHER_BATCHNORM
 
 
 class _FrozenBatchNorm(nn.Module):
@@ -169,9 +168,9 @@ def frozen_class(module: nn.Module) -> type[_FrozenBatchNorm] | None:
     Raises:
         TypeError: ``module`` is a BN layer without a frozen counterpart here.
     """
-    if isinstance(module, BATCHNORM_1D):
+    if isinstance(module, BATCH_NORM_1D_TYPES):
         return FrozenBatchNorm1d
-    if isinstance(module, BATCHNORM_2D):
+    if isinstance(module, BATCH_NORM_2D_TYPES):
         return FrozenBatchNorm2d
     if isinstance(module, OTHER_BATCHNORM):
         raise TypeError(

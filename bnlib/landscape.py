@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bnlib.batchnorm import BatchNorm1d
+from bnlib.batchnorm import BATCH_NORM_1D_TYPES
 
 __all__ = ["NoiseInjection", "add_noise_after_bn", "loss_and_gradients", "layer_parameter_names",
            "layer_input", "ics_measure",
@@ -84,7 +84,7 @@ def add_noise_after_bn(model: nn.Sequential, shift_range: float = 1.0,
     layers: list[nn.Module] = []
     for layer in model:
         layers.append(layer)
-        if isinstance(layer, (nn.BatchNorm1d, BatchNorm1d)):
+        if isinstance(layer, BATCH_NORM_1D_TYPES):
             layers.append(NoiseInjection(layer.num_features, shift_range, scale_range))
     if len(layers) == len(model):
         raise ValueError("model has no BatchNorm layer to put noise after")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bnlib.batchnorm import BatchNorm1d
+from bnlib.batchnorm import BATCH_NORM_1D_TYPES
 from bnlib.channels import values_per_channel
 from bnlib.functional import check_batch_norm_arguments, update_running_stats
 from bnlib.manual_backward import BatchNormBackward, BatchNormFunction
@@ -201,14 +201,13 @@ def softmax_cross_entropy_backward(grad_output: Tensor | float, cache) -> Tensor
 ACTIVATION_LAYERS = {nn.ReLU: (relu_forward, relu_backward),
                      nn.Sigmoid: (sigmoid_forward, sigmoid_backward),
                      nn.Tanh: (tanh_forward, tanh_backward)}
-BATCH_NORM_LAYERS = (nn.BatchNorm1d, BatchNorm1d)
 
 
 def layer_by_hand(layer: nn.Module, input: Tensor):
     """``(output, cache, backward, parameter names)`` of one layer of a ``build_mlp`` network."""
     if isinstance(layer, nn.Linear):
         return *linear_forward(input, layer.weight, layer.bias), linear_backward, ("weight", "bias")
-    if isinstance(layer, BATCH_NORM_LAYERS):
+    if isinstance(layer, BATCH_NORM_1D_TYPES):
         if not layer.training or not layer.track_running_stats:
             raise ValueError("mlp_forward runs batch norm in training mode with running statistics;"
                              " call model.train() (evaluate the model itself in eval mode)")

@@ -18,13 +18,15 @@ from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
 from bnlib.groupnorm import group_norm_for, layer_norm_over_channels
 from bnlib.layernorm import LayerNorm
 
-__all__ = ["ACTIVATIONS", "NORMS_1D", "NORMS_2D", "build_mlp", "SmallCNN", "build_cnn"]
+__all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "NORMS_1D", "NORMS_2D", "build_mlp", "SmallCNN", "build_cnn"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
 }
+# And back: the name of each activation class, for the tools that read a built network.
+ACTIVATION_NAMES: dict[type, str] = {factory: name for name, factory in ACTIVATIONS.items()}
 
 # Normalisation layers by name: each factory takes the number of features (channels). A new
 # normalisation (LayerNorm, GroupNorm, ...) only needs an entry here; "none" means no layer.

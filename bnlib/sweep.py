@@ -19,11 +19,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from bnlib.batched import (ACTIVATION_TYPES, BATCHNORM_TYPES, NetworkStack,
-                            cross_entropy_with_grad)
+from bnlib.batched import NetworkStack, cross_entropy_with_grad
+from bnlib.batchnorm import BATCH_NORM_1D_TYPES
 from bnlib.data import MNIST, Batches
 from bnlib.device import check_device
 from bnlib.history import History
+from bnlib.models import ACTIVATION_NAMES
 from bnlib.stacked_optim import StackedAdam, StackedSGD
 from bnlib.training import require_int
 
@@ -75,14 +76,14 @@ def _describe(module: nn.Module) -> tuple:
     """What must agree between the K networks for one layer, or a ValueError for the unsupported."""
     if isinstance(module, nn.Linear):
         return ("Linear", module.in_features, module.out_features, module.bias is not None)
-    if isinstance(module, BATCHNORM_TYPES):
+    if isinstance(module, BATCH_NORM_1D_TYPES):
         if not module.track_running_stats:
             raise ValueError(f"{module} has track_running_stats=False; train_sweep supports "
                              "batch norm with running statistics only")
         return (type(module).__name__, module.num_features, module.eps, module.momentum,
                 module.weight is not None, module.bias is not None)
-    if type(module) in ACTIVATION_TYPES:
-        return (ACTIVATION_TYPES[type(module)],)
+    if type(module) in ACTIVATION_NAMES:
+        return (ACTIVATION_NAMES[type(module)],)
     raise ValueError(f"unsupported layer {module!r}: a stacked network may hold nn.Linear, "
                      "BatchNorm1d (torch's or bnlib's), ReLU, Sigmoid and Tanh after a leading "
                      "nn.Flatten, as bnlib.build_mlp builds")
