@@ -26,7 +26,7 @@ from bnlib.device import check_device
 from bnlib.history import History
 from bnlib.models import ACTIVATION_NAMES
 from bnlib.stacked_optim import StackedAdam, StackedSGD
-from bnlib.training import require_int
+from bnlib.training import check_loop_settings
 
 __all__ = ["SweepConfig", "stack_networks", "structure_of", "train_sweep"]
 
@@ -58,16 +58,7 @@ class SweepConfig:
     eval_every: int | None = None
 
     def __post_init__(self) -> None:
-        require_int("epochs", self.epochs, 1)
-        require_int("batch_size", self.batch_size, 2,
-                    " (batch normalisation needs more than one value per channel)")
-        require_int("seed", self.seed, 0)
-        if self.eval_every is not None:
-            require_int("eval_every", self.eval_every, 1, " or None")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_loop_settings(self)
         if self.device is not None:
             check_device(self.device)
 

@@ -27,7 +27,8 @@ from bnlib.engine import (ENGINES, AutogradEngine, ManualEngine, engine_for, mak
                           separate_parameters)
 
 __all__ = ["ENGINES", "AutogradEngine", "LockstepLoop", "ModelRun", "TrainConfig", "check_device",
-           "compare", "default_device", "engine_for", "evaluate", "require_int", "train"]
+           "check_loop_settings", "compare", "default_device", "engine_for", "evaluate",
+           "require_int", "train"]
 
 EvalCallback = Callable[[int, str, nn.Module], None]
 EpochCallback = Callable[[int, Mapping[str, History]], None]
@@ -37,6 +38,21 @@ def require_int(name: str, value: Any, minimum: int, why: str = "") -> None:
     """Raise ``ValueError`` unless ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}{why}, got {value!r}")
+
+
+def check_loop_settings(config: Any) -> None:
+    """Raise ``ValueError`` for a bad setting that every training loop shares: ``epochs``,
+    ``batch_size``, ``seed``, ``eval_every``, ``optimizer`` and ``momentum``."""
+    require_int("epochs", config.epochs, 1)
+    require_int("batch_size", config.batch_size, 2,
+                " (batch normalisation needs more than one value per channel)")
+    require_int("seed", config.seed, 0)
+    if config.eval_every is not None:
+        require_int("eval_every", config.eval_every, 1, " or None")
+    if config.optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+    if not 0 <= config.momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {config.momentum!r}")
 
 
 @dataclass
@@ -75,21 +91,12 @@ class TrainConfig:
     engine: str = "auto"
 
     def __post_init__(self) -> None:
-        require_int("epochs", self.epochs, 1)
-        require_int("batch_size", self.batch_size, 2,
-                   " (batch normalisation needs more than one value per channel)")
-        require_int("seed", self.seed, 0)
-        if self.eval_every is not None:
-            require_int("eval_every", self.eval_every, 1, " or None")
+        check_loop_settings(self)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, "
                              f"got {self.engine!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.device is not None:
             try:
                 torch.device(self.device)
