@@ -16,7 +16,9 @@
 * :mod:`bnlib.frozen`: BN frozen to its evaluation-mode map, for fine-tuning;
 * :mod:`bnlib.mnist_files` and :mod:`bnlib.data`: the MNIST files found, fetched and checked,
   and the in-memory set with its batch iterator;
-* :mod:`bnlib.models`: the MLP and CNN builders used in the book;
+* :mod:`bnlib.models`: the MLP and CNN builders used in the book, with torch's, He's or Glorot's
+  initialisation;
+* :mod:`bnlib.seeds`: the experiments' seeds, shifted by ``BNLIB_SEED_OFFSET``;
 * :mod:`bnlib.training` and :mod:`bnlib.optim`: a training loop that returns its
   :class:`~bnlib.history.History`, and side-by-side comparisons on identical batches;
 * :mod:`bnlib.engine` and :mod:`bnlib.engine_layers`: the training step of the MLPs written out by
@@ -45,9 +47,10 @@ from bnlib.ghost_batchnorm import GhostBatchNorm
 from bnlib.gradcheck import numerical_gradient, relative_error
 from bnlib.groupnorm import GroupNorm, group_norm
 from bnlib.layernorm import LayerNorm, layer_norm
-from bnlib.models import SmallCNN, build_cnn, build_mlp
+from bnlib.models import PRACTITIONER_INIT, SmallCNN, build_cnn, build_mlp
 from bnlib.parallel import map_in_processes
 from bnlib.recalibrate import batch_norm_layers, recompute_bn_statistics
+from bnlib.seeds import seeds
 from bnlib.shifts import brightness, contrast, invert
 from bnlib.history import History
 from bnlib.sweep import SweepConfig, train_sweep
@@ -93,6 +96,7 @@ __all__ = [
     "History",
     "LayerNorm",
     "MNIST",
+    "PRACTITIONER_INIT",
     "RenormSchedule",
     "SmallCNN",
     "SweepConfig",
@@ -131,6 +135,7 @@ __all__ = [
     "plot_update_ratios",
     "recompute_bn_statistics",
     "relative_error",
+    "seeds",
     "set_batchnorm_eval",
     "take_snapshot",
     "train",

@@ -18,7 +18,8 @@ from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
 from bnlib.groupnorm import group_norm_for, layer_norm_over_channels
 from bnlib.layernorm import LayerNorm
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "NORMS_1D", "NORMS_2D", "build_mlp", "SmallCNN", "build_cnn"]
+__all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "INITS", "NORMS_1D", "NORMS_2D", "PRACTITIONER_INIT",
+           "build_mlp", "SmallCNN", "build_cnn", "initialise"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -51,6 +52,14 @@ NORMS_2D: dict[str, Callable[[int], nn.Module] | None] = {
 # with per-channel affine parameters, as GroupNorm(1, C).
 
 BN_POSITIONS = ("before", "after")
+
+# How the weights of Linear and Conv2d layers start: torch's own default (uniform, std
+# 1/sqrt(3 fan_in), which shrinks a ReLU network's signal layer by layer), He/Kaiming normal
+# (std sqrt(2 / fan_in), which keeps it for ReLU) or Xavier/Glorot normal (std
+# sqrt(2 / (fan_in + fan_out)), for tanh and sigmoid). "he" and "xavier" zero the biases.
+INITS = ("default", "he", "xavier")
+# The initialisation a practitioner would pick for each activation: the fair "no BN" baseline.
+PRACTITIONER_INIT = {"relu": "he", "sigmoid": "xavier", "tanh": "xavier"}
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -94,6 +103,25 @@ def _init_gaussian(model: nn.Module, std: float) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def initialise(model: nn.Module, init: str) -> nn.Module:
+    """Re-draw the weights of every ``Linear`` and ``Conv2d`` of ``model`` by the rule ``init``
+    (a name of :data:`INITS`) from the global generator, zero their biases, and return ``model``.
+    ``"default"`` leaves the model as torch built it.
+    """
+    _check_choice("init", init, INITS)
+    if init == "default":
+        return model
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if init == "he":
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            else:
+                nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
 def build_mlp(
     widths: Sequence[int] = (784, 32, 32, 10),
     *,
@@ -101,6 +129,7 @@ def build_mlp(
     norm: str = "none",
     bn_position: str = "before",
     init_std: float | None = None,
+    init: str = "default",
     seed: int | None = None,
 ) -> nn.Sequential:
     r"""Build a fully connected classifier, optionally with batch normalisation.
@@ -119,6 +148,9 @@ def build_mlp(
         bn_position: ``"before"`` or ``"after"`` the activation. Default: ``"before"``.
         init_std: if given, every Linear weight is drawn from :math:`\mathcal{N}(0, \sigma^2)` with
             :math:`\sigma` = ``init_std`` and biases are zero. Default: ``None`` (torch's default).
+        init: ``"default"`` (torch's), ``"he"`` (Kaiming normal, for ReLU) or ``"xavier"``
+            (Glorot normal, for tanh and sigmoid); see :data:`PRACTITIONER_INIT`. Not together
+            with ``init_std``. Default: ``"default"``.
         seed: if given, the weights are drawn from a generator seeded with it, leaving the global
             random state untouched. Default: ``None``.
 
@@ -135,9 +167,14 @@ def build_mlp(
     _check_choice("activation", activation, tuple(ACTIVATIONS))
     _check_choice("norm", norm, tuple(NORMS_1D))
     _check_choice("bn_position", bn_position, BN_POSITIONS)
+    _check_choice("init", init, INITS)
     if init_std is not None and init_std <= 0:
         raise ValueError(f"init_std must be positive or None, got {init_std}")
-    return _seeded_build(seed, lambda: _mlp(widths, activation, norm, bn_position, init_std))
+    if init_std is not None and init != "default":
+        raise ValueError(f"give init_std or init, not both (got init_std={init_std}, "
+                         f"init={init!r})")
+    return _seeded_build(
+        seed, lambda: initialise(_mlp(widths, activation, norm, bn_position, init_std), init))
 
 
 def _mlp(
@@ -240,6 +277,7 @@ def build_cnn(
     num_classes: int = 10,
     bn_position: str = "before",
     dropout: float = 0.0,
+    init: str = "default",
     seed: int | None = None,
 ) -> SmallCNN:
     r"""Build a :class:`SmallCNN`, drawing its weights from a generator seeded with ``seed``.
@@ -251,11 +289,15 @@ def build_cnn(
         num_classes: number of output logits. Default: ``10``.
         bn_position: ``"before"`` or ``"after"`` the ReLU. Default: ``"before"``.
         dropout: dropout probability at the end of each stage, in :math:`[0, 1)`. Default: ``0.0``.
+        init: ``"default"`` (torch's), ``"he"`` or ``"xavier"``, as in :func:`build_mlp`.
+            Default: ``"default"``.
         seed: if given, construction leaves the global random state untouched. Default: ``None``.
 
     Shape:
         - Input: :math:`(N, 1, 28, 28)`.
         - Output: :math:`(N, \text{num\_classes})`.
     """
-    return _seeded_build(seed, lambda: SmallCNN(channels, norm=norm, num_classes=num_classes,
-                                                bn_position=bn_position, dropout=dropout))
+    _check_choice("init", init, INITS)
+    return _seeded_build(seed, lambda: initialise(
+        SmallCNN(channels, norm=norm, num_classes=num_classes, bn_position=bn_position,
+                 dropout=dropout), init))
