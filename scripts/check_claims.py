@@ -41,8 +41,8 @@ class Failure:
     error: str
 
     def __str__(self) -> str:
-        return (f"FAIL {self.chapter}, cell {self.cell} (line {self.md_line}): {self.statement}\n"
-                f"     {self.error}")
+        return (f"{self.chapter}, cell {self.cell} (line {self.md_line}): {self.statement}\n"
+                f"    {self.error}")
 
 
 def toc_chapters() -> list[Path]:
@@ -68,6 +68,14 @@ def other_cpu_path(native: str) -> str:
     return "avx2" if native == "avx512" else "default"
 
 
+def display_name(chapter: Path) -> str:
+    """``chapter`` relative to the repository when it is inside it, else as given."""
+    try:
+        return chapter.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(chapter)
+
+
 def first_failure(chapter: Path, notebook, error: Exception) -> Failure:
     """Where ``error`` happened: the failing cell, its line in the ``.md``, the statement."""
     text = chapter.read_text()
@@ -75,7 +83,8 @@ def first_failure(chapter: Path, notebook, error: Exception) -> Failure:
                     and any(o.get("output_type") == "error" for o in cell.get("outputs", []))),
                    None)
     if failing is None:
-        return Failure(chapter.name, -1, 0, "(the kernel)", str(error).strip().splitlines()[-1])
+        return Failure(display_name(chapter), -1, 0, "(the kernel)",
+                       str(error).strip().splitlines()[-1])
     cell = notebook.cells[failing]
     output = next(o for o in cell.outputs if o.get("output_type") == "error")
     traceback = ANSI.sub("", "\n".join(output.get("traceback", [])))
@@ -84,11 +93,10 @@ def first_failure(chapter: Path, notebook, error: Exception) -> Failure:
     line = int(numbers[0]) if numbers else 1
     statement = lines[line - 1].strip() if 0 < line <= len(lines) else cell.source[:80]
     start = text.find(cell.source)
-    md_line = text.count("\n", 0, start) + line + 1 if start >= 0 else 0
+    md_line = text.count("\n", 0, start) + line if start >= 0 else 0
     code_index = sum(1 for c in notebook.cells[:failing] if c.cell_type == "code") + 1
     message = f"{output.get('ename')}: {output.get('evalue')}"
-    return Failure(chapter.relative_to(ROOT).as_posix(), code_index, md_line, statement,
-                   message[:600])
+    return Failure(display_name(chapter), code_index, md_line, statement, message[:600])
 
 
 def run_chapter(chapter: Path, timeout: int) -> tuple[float, Failure | None]:
@@ -160,14 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         for chapter in args.chapters:
             seconds, failure = run_chapter(chapter, args.timeout)
             status = "ok  " if failure is None else "FAIL"
-            print(f"  {status} {chapter.relative_to(ROOT).as_posix():28s} {seconds:6.1f} s",
-                  flush=True)
+            print(f"  {status} {display_name(chapter):28s} {seconds:6.1f} s", flush=True)
             if failure is not None:
-                print(f"       cell {failure.cell} (line {failure.md_line}): "
-                      f"{failure.statement}\n       {failure.error}", flush=True)
-                failures.append(failure)
+                failures.append((offset, failure))
     if failures:
-        print(f"check-claims: {len(failures)} chapter run(s) failed", file=sys.stderr)
+        print(f"check-claims: {len(failures)} chapter run(s) failed:")
+        for offset, failure in failures:
+            print(f"  offset {offset}: {failure}")
         return 1
     print("check-claims: every chapter held")
     return 0

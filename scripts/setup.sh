@@ -13,6 +13,28 @@ python="${PYTHON:-python3}"
 # included, is unaffected.
 mkdir -p .venv/etc/ipython
 echo '{"IPKernelApp": {"log_level": "ERROR"}}' > .venv/etc/ipython/ipython_kernel_config.json
+# Check that the setting took: a kernel of .venv starts without the warning.
+.venv/bin/python - <<'PYTHON'
+import sys
+import tempfile
+
+from jupyter_client.manager import KernelManager
+
+with tempfile.TemporaryFile("w+") as stderr:
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(stderr=stderr)
+    try:
+        client = manager.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        client.stop_channels()
+    finally:
+        manager.shutdown_kernel(now=True)
+    stderr.seek(0)
+    if "running over TCP" in stderr.read():
+        sys.exit("setup: kernels still log the TCP warning; .venv/etc/ipython/"
+                 "ipython_kernel_config.json was not read")
+PYTHON
 
 # Any build of torch==2.13.0 works (a CUDA build uses the GPU when there is one). Only CI insists
 # on the CPU build: a CUDA one would mean gigabytes of nvidia-* wheels on every run.
