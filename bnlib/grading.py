@@ -15,7 +15,9 @@ layer does makes the grader raise: an exception in its code is a failed check wi
 from __future__ import annotations
 
 import html
+import textwrap
 import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -138,14 +140,16 @@ class GradeReport:
 
 
 def _format_gap(gap: float | None) -> str:
+    """The largest difference as printed: below the tolerance only the bound, so that a report
+    reads the same on every machine (rounding differs in the last bits)."""
     if gap is None:
         return "-"
+    if gap <= TOLERANCE:
+        return f"< {TOLERANCE:.0e}"
     return "inf" if gap == float("inf") else f"{gap:.1e}"
 
 
 def _indent(text: str, width: int = 92) -> str:
-    import textwrap
-
     return textwrap.fill(text, width=width, initial_indent=" " * 16,
                          subsequent_indent=" " * 16)
 
@@ -161,12 +165,12 @@ def _explain(finding: Finding, description: str) -> CheckResult:
     return CheckResult("", "failed", finding.gap, text, finding.diagnosis)
 
 
-def _raised(error: Exception) -> CheckResult:
+def _raised(error: Exception, description: str) -> CheckResult:
     frames = traceback.extract_tb(error.__traceback__)
     place = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     message = f"{type(error).__name__}: {error}".strip().splitlines()[0]
     mistake = MISTAKES["raised"]
-    text = (f"The layer raised {message}{place}. {mistake.why} "
+    text = (f"The layer raised {message}{place}. With torch's layer: {description} "
             f"{pointer(mistake.chapter, mistake.where)}")
     return CheckResult("", "failed", None, text, "raised")
 
@@ -176,13 +180,15 @@ def run_check(name: str, check: Callable[[Subject], Finding], description: str,
     """One check, whatever the layer does: a refused keyword is "not supported", an exception
     in the layer's code a failure that quotes it."""
     try:
-        result = _explain(check(subject), description)
+        with warnings.catch_warnings():  # the report says what went wrong; warnings repeat it
+            warnings.simplefilter("ignore")
+            result = _explain(check(subject), description)
     except NotSupported as refused:
         result = CheckResult("", "not supported", None,
                              f"The constructor does not accept the keyword {refused}; the "
                              "other checks do not depend on it.")
     except Exception as error:  # noqa: BLE001  the learner's code may raise anything
-        result = _raised(error)
+        result = _raised(error, description)
     return CheckResult(name, result.status, result.largest_difference, result.explanation,
                        result.diagnosis)
 

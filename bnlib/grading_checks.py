@@ -14,7 +14,8 @@ from torch import Tensor
 from bnlib.grading_probes import (CHANNELS, TOLERANCE, Finding, Subject, affine_tensors,
                                   biggest_gap, first_match, matches, normalise,
                                   running_statistics, scale_shift, set_running_statistics)
-from bnlib.grading_running import (check_momentum, check_momentum_none,
+from bnlib.grading_running import (check_eval_leaves_statistics, check_momentum,
+                                   check_momentum_none, check_num_batches_tracked,
                                    check_running_statistics)
 
 __all__ = ["Finding", "check_affine_false", "check_batch_of_one", "check_eps",
@@ -170,9 +171,10 @@ def check_training_under_no_grad(subject: Subject) -> Finding:
     x = subject.batch(5)
     with torch.no_grad():
         actual, expected = layer(x), reference(x)
-    finding = _output_finding(actual, expected, [
-        ("grad_mode_switch", scale_shift(x / (1 + reference.eps) ** 0.5, reference.weight,
-                                         reference.bias), "")])
+    hypotheses = [("grad_mode_switch", scale_shift(x / (1 + reference.eps) ** 0.5,
+                                                   reference.weight, reference.bias), "")]
+    hypotheses += _training_hypotheses(subject, reference, x)
+    finding = _output_finding(actual, expected, hypotheses)
     if finding.diagnosis:
         return finding
     mean, var = running_statistics(layer)
@@ -181,52 +183,6 @@ def check_training_under_no_grad(subject: Subject) -> Finding:
         return Finding(max(gap, finding.gap), None)
     return Finding(gap, "grad_mode_switch" if matches(mean, torch.zeros(CHANNELS)) else
                    "unexplained", "The running statistics did not follow torch's under no_grad.")
-
-
-def check_eval_leaves_statistics(subject: Subject) -> Finding:
-    """Two training steps, then two eval-mode passes: the running statistics must stay put."""
-    layer = subject.build()
-    for seed in range(2):
-        layer(subject.batch(seed))
-    before = running_statistics(layer)
-    if before[0] is None or before[1] is None:
-        return Finding(None, "no_running_statistics")
-    layer.eval()
-    for seed in (3, 4):
-        layer(subject.batch(seed))
-    after = running_statistics(layer)
-    gap = max(biggest_gap(a, b) for a, b in zip(after, before))
-    if gap == 0.0:
-        return Finding(gap, None)
-    with torch.no_grad():
-        layer(subject.batch(5))
-    moved_under_no_grad = any(biggest_gap(a, b) > 0 for a, b in zip(running_statistics(layer), after))
-    return Finding(gap, "stats_updated_in_eval" if moved_under_no_grad else "grad_mode_switch")
-
-
-def _count(layer) -> int | None:
-    value = getattr(layer, "num_batches_tracked", None)
-    return int(value) if isinstance(value, Tensor) and value.numel() == 1 else None
-
-
-def check_num_batches_tracked(subject: Subject) -> Finding:
-    """A long counter: 0 when built, +1 per training batch, unchanged in eval mode."""
-    layer = subject.build()
-    counts = [_count(layer)]
-    if counts[0] is None:
-        return Finding(None, "num_batches_tracked_missing")
-    for seed in range(3):
-        layer(subject.batch(seed))
-        counts.append(_count(layer))
-    layer.eval()
-    layer(subject.batch(3))
-    counts.append(_count(layer))
-    dtype = layer.num_batches_tracked.dtype
-    if counts == [0, 1, 2, 3, 3] and dtype == torch.long:
-        return Finding(0.0, None)
-    return Finding(None, "num_batches_tracked_wrong",
-                   f"Counts {counts} (dtype {dtype}) where torch has [0, 1, 2, 3, 3] "
-                   "(torch.long) after building, three training batches and one eval batch.")
 
 
 def check_state_dict(subject: Subject, **kwargs) -> Finding:

@@ -192,7 +192,7 @@ MISTAKES = {
     "raised": Mistake(
         "the layer raised an exception",
         "The layer raised where torch's gives a result.",
-        _TRANSFORM, _MODES),
+        _TRANSFORM, "equations bn-transform-mean to bn-transform-inference"),
     "unexplained": Mistake(
         "differs from torch",
         "The numbers fit none of the usual mistakes the grader knows; compare your code with the "

@@ -1,4 +1,5 @@
-r"""The running-statistics checks of :func:`bnlib.grade_batchnorm`.
+r"""The running-statistics checks of :func:`bnlib.grade_batchnorm`: their values over several
+training steps, their counter ``num_batches_tracked``, and that eval mode leaves them alone.
 
 Four training batches go through the learner's layer and torch's; after each one the running
 mean and variance are compared. When they differ, the learner's trajectory is compared with the
@@ -14,7 +15,8 @@ from torch import Tensor
 from bnlib.grading_probes import (CHANNELS, TOLERANCE, Finding, Subject, biggest_gap,
                                   running_statistics, simulate_running)
 
-__all__ = ["check_momentum", "check_momentum_none", "check_running_statistics"]
+__all__ = ["check_eval_leaves_statistics", "check_momentum", "check_momentum_none",
+           "check_num_batches_tracked", "check_running_statistics"]
 
 STEPS = 4
 
@@ -87,3 +89,49 @@ def check_momentum(subject: Subject) -> Finding:
 def check_momentum_none(subject: Subject) -> Finding:
     """momentum=None: the running statistics are the cumulative average."""
     return check_running_statistics(subject, momentum=None)
+
+
+def check_eval_leaves_statistics(subject: Subject) -> Finding:
+    """Two training steps, then two eval-mode passes: the running statistics must stay put."""
+    layer = subject.build()
+    for seed in range(2):
+        layer(subject.batch(seed))
+    before = running_statistics(layer)
+    if before[0] is None or before[1] is None:
+        return Finding(None, "no_running_statistics")
+    layer.eval()
+    for seed in (3, 4):
+        layer(subject.batch(seed))
+    after = running_statistics(layer)
+    gap = max(biggest_gap(a, b) for a, b in zip(after, before))
+    if gap == 0.0:
+        return Finding(gap, None)
+    with torch.no_grad():
+        layer(subject.batch(5))
+    moved_under_no_grad = any(biggest_gap(a, b) > 0 for a, b in zip(running_statistics(layer), after))
+    return Finding(gap, "stats_updated_in_eval" if moved_under_no_grad else "grad_mode_switch")
+
+
+def _count(layer) -> int | None:
+    value = getattr(layer, "num_batches_tracked", None)
+    return int(value) if isinstance(value, Tensor) and value.numel() == 1 else None
+
+
+def check_num_batches_tracked(subject: Subject) -> Finding:
+    """A long counter: 0 when built, +1 per training batch, unchanged in eval mode."""
+    layer = subject.build()
+    counts = [_count(layer)]
+    if counts[0] is None:
+        return Finding(None, "num_batches_tracked_missing")
+    for seed in range(3):
+        layer(subject.batch(seed))
+        counts.append(_count(layer))
+    layer.eval()
+    layer(subject.batch(3))
+    counts.append(_count(layer))
+    dtype = layer.num_batches_tracked.dtype
+    if counts == [0, 1, 2, 3, 3] and dtype == torch.long:
+        return Finding(0.0, None)
+    return Finding(None, "num_batches_tracked_wrong",
+                   f"Counts {counts} (dtype {dtype}) where torch has [0, 1, 2, 3, 3] "
+                   "(torch.long) after building, three training batches and one eval batch.")
