@@ -189,8 +189,9 @@ def simulate_running(batches: Sequence[Tensor], dims: Sequence[int], rho: float 
 
 
 def biggest_gap(actual: Tensor | None, expected: Tensor) -> float:
-    """Largest absolute difference; infinity when ``actual`` is missing or has another size."""
-    if actual is None or actual.numel() != expected.numel():
+    """Largest absolute difference; infinity when ``actual`` is missing, not a tensor or has
+    another size."""
+    if not isinstance(actual, Tensor) or actual.numel() != expected.numel():
         return float("inf")
     actual = actual.detach().double().reshape(expected.shape)
     gap = (actual - expected.detach()).abs().max().item()

@@ -131,7 +131,7 @@ def check_num_batches_tracked(subject: Subject) -> Finding:
     counts.append(_count(layer))
     dtype = layer.num_batches_tracked.dtype
     if counts == [0, 1, 2, 3, 3] and dtype == torch.long:
-        return Finding(0.0, None)
+        return Finding(None, None)  # a count: nothing numeric to report
     return Finding(None, "num_batches_tracked_wrong",
                    f"Counts {counts} (dtype {dtype}) where torch has [0, 1, 2, 3, 3] "
                    "(torch.long) after building, three training batches and one eval batch.")

@@ -67,9 +67,13 @@ class ScratchBatchNorm(nn.Module):
         else:
             mean, var = self.running_mean, self.running_var
         y = self.normalise(x, mean.view(view), var.view(view))
-        if self.weight is not None:
-            y = y * self.weight.view(view) + self.bias.view(view)
+        weight, bias = self.affine_parameters()
+        if weight is not None:
+            y = y * weight.view(view) + bias.view(view)
         return y
+
+    def affine_parameters(self):
+        return self.weight, self.bias
 
 
 class UnbiasedNormalisation(ScratchBatchNorm):
@@ -126,6 +130,39 @@ class NoBatchCounter(ScratchBatchNorm):
         return 1 / self.batches if self.momentum is None else self.momentum
 
 
+class GradModeSwitch(ScratchBatchNorm):
+    def uses_batch_statistics(self):
+        return torch.is_grad_enabled()  # instead of self.training
+
+
+class DetachedStatistics(ScratchBatchNorm):
+    def batch_statistics(self, x):
+        return tuple(statistic.detach() for statistic in super().batch_statistics(x))
+
+
+class AcceptsBatchOfOne(ScratchBatchNorm):
+    def forward(self, x):
+        if self.training and x.numel() == x.shape[1]:
+            return torch.zeros_like(x) + self.bias.view(1, -1)
+        return super().forward(x)
+
+
+class GammaBeta(ScratchBatchNorm):
+    """The paper's names for the parameters; torch's are weight and bias."""
+
+    def __init__(self, num_features, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.gamma, self.beta = self._parameters.pop("weight"), self._parameters.pop("bias")
+
+    def affine_parameters(self):
+        return self.gamma, self.beta
+
+
+class EpsIgnored(ScratchBatchNorm):
+    def __init__(self, num_features, eps=1e-5, **kwargs):
+        super().__init__(num_features, **kwargs)
+
+
 class RaisesInForward(ScratchBatchNorm):
     def forward(self, x):
         raise RuntimeError("forgot to write forward")
@@ -174,11 +211,17 @@ MISTAKES = [
      "training mode and evaluation mode"),
     (NoBatchCounter, "num_batches_tracked", "num_batches_tracked_missing",
      "bn-transform-cumulative"),
+    (GradModeSwitch, "eval output (N, C)", "grad_mode_switch", "torch.is_grad_enabled()"),
+    (GradModeSwitch, "training mode under no_grad", "grad_mode_switch", "self.training"),
+    (DetachedStatistics, "gradients (N, C)", "detached_statistics", "bp-dx-compact"),
+    (AcceptsBatchOfOne, "batch of one", "batch_of_one_accepted", "bn-transform-var"),
+    (GammaBeta, "state dict", "state_dict_keys", "['gamma', 'beta']"),
+    (EpsIgnored, "keyword eps=0.1", "eps_ignored", "bn-transform-normalise"),
 ]
 
 
 @pytest.mark.parametrize("layer_class, check, diagnosis, reference", MISTAKES,
-                         ids=[m[0].__name__ for m in MISTAKES])
+                         ids=[f"{m[0].__name__}-{m[1]}" for m in MISTAKES])
 def test_each_mistake_is_caught_by_its_check_with_its_diagnosis(layer_class, check, diagnosis,
                                                                 reference):
     report = grade(layer_class)
@@ -186,7 +229,8 @@ def test_each_mistake_is_caught_by_its_check_with_its_diagnosis(layer_class, che
     result = report[check]
     assert result.status == "failed" and result.diagnosis == diagnosis, str(report)
     assert reference in result.explanation and "bn_transform" not in result.explanation
-    assert "The BN transform" in result.explanation
+    chapter = "Backpropagation" if check.startswith("gradients") else "The BN transform"
+    assert f"See '{chapter}" in result.explanation
     assert f"FAILED        {check}" in str(report)
 
 
@@ -197,6 +241,8 @@ def test_mistakes_leave_unrelated_checks_passing():
     assert grade(WrongDims)["training output (N, C)"].passed
     assert grade(NoBatchCounter)["keyword momentum=None"].passed
     assert grade(NoBatchCounter)["state dict"].diagnosis == "num_batches_tracked_missing"
+    assert grade(GammaBeta)["gradients (N, C)"].passed  # gamma and beta found by their order
+    assert grade(GradModeSwitch)["training output (N, C)"].passed
 
 
 def test_unbiased_normalisation_shows_in_the_gradients_as_a_forward_error():
