@@ -89,7 +89,7 @@ class CheckResult:
         return self.status == "passed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GradeReport:
     """Every check's result. ``passed`` is True when no check failed (keywords the layer does not
     accept are listed as "not supported", not failed)."""
@@ -117,6 +117,9 @@ class GradeReport:
         verdict = "PASSED" if self.passed else "FAILED"
         return (f"{self.layer}: {verdict} ({counts['passed']} passed, {counts['failed']} failed, "
                 f"{counts['not supported']} not supported; tolerance {TOLERANCE:g})")
+
+    def __repr__(self) -> str:
+        return f"<GradeReport {self.summary()}>"
 
     def __str__(self) -> str:
         lines = [self.summary()]

@@ -108,7 +108,8 @@ def check_gradients(subject: Subject) -> Finding:
     gamma, beta = affine_tensors(layer)
     if gamma is None or beta is None or gamma.grad is None or beta.grad is None:
         return Finding(None, "no_parameter_gradient")
-    gap = max(biggest_gap(x_ours.grad, x_torch.grad), biggest_gap(gamma.grad, reference.weight.grad),
+    gap = max(biggest_gap(x_ours.grad, x_torch.grad),
+              biggest_gap(gamma.grad, reference.weight.grad),
               biggest_gap(beta.grad, reference.bias.grad))
     if gap <= TOLERANCE:
         return Finding(gap, None)

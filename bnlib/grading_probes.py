@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CHANNELS", "SHAPES", "TOLERANCE", "Finding", "NotSupported", "Subject", "affine_tensors",
-           "biggest_gap", "copy_affine", "find_statistic", "first_match", "matches", "normalise",
+__all__ = ["CHANNELS", "SHAPES", "TOLERANCE", "Finding", "NotSupported", "Subject",
+           "affine_tensors", "biggest_gap", "copy_affine", "find_statistic", "first_match", "matches", "normalise",
            "running_statistics", "scale_shift", "set_running_statistics", "simulate_running"]
 
 CHANNELS = 3
@@ -177,7 +177,8 @@ def simulate_running(batches: Sequence[Tensor], dims: Sequence[int], rho: float 
                      unbiased: bool) -> list[tuple[Tensor, Tensor]]:
     """Running (mean, var) after each batch under torch's rule with factor ``rho`` (``None``:
     the cumulative average), storing the unbiased or the biased batch variance."""
-    mean, var = torch.zeros(CHANNELS, dtype=torch.float64), torch.ones(CHANNELS, dtype=torch.float64)
+    mean = torch.zeros(CHANNELS, dtype=torch.float64)
+    var = torch.ones(CHANNELS, dtype=torch.float64)
     trajectory = []
     for step, x in enumerate(batches, start=1):
         factor = 1.0 / step if rho is None else rho

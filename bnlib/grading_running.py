@@ -108,7 +108,8 @@ def check_eval_leaves_statistics(subject: Subject) -> Finding:
         return Finding(gap, None)
     with torch.no_grad():
         layer(subject.batch(5))
-    moved_under_no_grad = any(biggest_gap(a, b) > 0 for a, b in zip(running_statistics(layer), after))
+    moved_under_no_grad = any(biggest_gap(a, b) > 0
+                              for a, b in zip(running_statistics(layer), after))
     return Finding(gap, "stats_updated_in_eval" if moved_under_no_grad else "grad_mode_switch")
 
 

@@ -297,3 +297,21 @@ def test_grading_leaves_global_state_alone():
     grade_batchnorm(nn.BatchNorm1d, dims=(1,))
     assert torch.equal(state, torch.get_rng_state()) and torch.is_grad_enabled()
     assert torch.get_default_dtype() == torch.float32
+
+
+class ReturnsNothing(ScratchBatchNorm):
+    def forward(self, x):
+        super().forward(x)
+
+
+def test_a_forward_that_returns_nothing_and_a_constructor_that_raises_are_failed_checks():
+    report = grade_batchnorm(ReturnsNothing, dims=(1,))
+    assert report["training output (N, C)"].diagnosis == "wrong_shape"
+    assert "NoneType" in report["training output (N, C)"].explanation
+
+    def broken(num_features, **kwargs):
+        raise ZeroDivisionError("oops")
+
+    report = grade_batchnorm(broken)
+    assert [(r.name, r.diagnosis) for r in report.results] == [("construction", "raised")]
+    assert "ZeroDivisionError: oops" in report["construction"].explanation
