@@ -132,14 +132,16 @@ class GradeReport:
 
     def _repr_html_(self) -> str:
         colours = {"passed": "#1a7f37", "failed": "#cf222e", "not supported": "#6e7781"}
-        rows = "".join(
-            f"<tr><td style='color:{colours[r.status]};font-weight:bold'>{r.status}</td>"
-            f"<td>{html.escape(r.name)}</td><td>{_format_gap(r.largest_difference)}</td>"
-            f"<td style='text-align:left'>{html.escape(r.explanation)}</td></tr>"
-            for r in self.results)
-        head = "<tr><th>result</th><th>check</th><th>largest difference</th><th>why</th></tr>"
+        cells = [(f"<td style='color:{colours[r.status]};font-weight:bold'>{r.status}</td>",
+                  r.name, _format_gap(r.largest_difference), r.explanation)
+                 for r in self.results]
+        rows = "".join(f"<tr>{status}<td>{html.escape(name)}</td><td>{html.escape(gap)}</td>"
+                       f"<td style='text-align:left'>{html.escape(text)}</td></tr>"
+                       for status, name, gap, text in cells)
+        head = "".join(f"<th>{title}</th>" for title in
+                       ("result", "check", "largest difference", "explanation"))
         return (f"<p><b>{html.escape(self.summary())}</b></p>"
-                f"<table>{head}{rows}</table>")
+                f"<table><tr>{head}</tr>{rows}</table>")
 
 
 def _format_gap(gap: float | None) -> str:

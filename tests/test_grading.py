@@ -281,6 +281,7 @@ def test_report_renders_as_text_and_html():
     assert text.startswith("KerasMomentum: FAILED")
     assert "Keras-style momentum" in text and "Keras-style momentum" in page
     assert page.count("<tr>") == len(report.results) + 1
+    assert "&lt; 1e-06" in page and "<td><" not in page  # the bound is escaped
     with pytest.raises(KeyError, match="no check named"):
         report["no such check"]
 
