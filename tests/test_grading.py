@@ -12,6 +12,8 @@ from torch import nn
 import bnlib
 from bnlib.grading import GradeReport, grade_batchnorm
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+
 
 class ScratchBatchNorm(nn.Module):
     """A correct from-scratch BN for (N, C, *) inputs with torch's constructor; each mistake
@@ -163,6 +165,17 @@ class EpsIgnored(ScratchBatchNorm):
         super().__init__(num_features, **kwargs)
 
 
+class EpsIgnoredInEval(ScratchBatchNorm):
+    def forward(self, x):
+        if self.training:
+            return super().forward(x)
+        eps, self.eps = self.eps, 1e-5
+        try:
+            return super().forward(x)
+        finally:
+            self.eps = eps
+
+
 class RaisesInForward(ScratchBatchNorm):
     def forward(self, x):
         raise RuntimeError("forgot to write forward")
@@ -217,6 +230,7 @@ MISTAKES = [
     (AcceptsBatchOfOne, "batch of one", "batch_of_one_accepted", "bn-transform-var"),
     (GammaBeta, "state dict", "state_dict_keys", "['gamma', 'beta']"),
     (EpsIgnored, "keyword eps=0.1", "eps_ignored", "bn-transform-normalise"),
+    (EpsIgnoredInEval, "keyword eps=0.1", "eps_ignored", "bn-transform-normalise"),
 ]
 
 
