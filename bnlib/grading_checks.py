@@ -44,8 +44,8 @@ def _wrong_dims_hypotheses(x: Tensor, reference) -> list[tuple[str, Tensor, str]
     x_hat = (x - mean.view(view)) / (var.view(view) + eps).sqrt()
     hypotheses.append(("wrong_dims", scale_shift(x_hat, w, b),
                        "The output matches statistics of x.reshape(-1, C), whose columns mix "
-                       "every channel; move the channels last first (x.transpose(0, 1)) or "
-                       "reduce over dims (0, 2, 3)."))
+                       "values of every channel; reduce over dims (0, 2, 3) instead, or over "
+                       "dim 1 of x.transpose(0, 1).reshape(C, -1)."))
     return hypotheses
 
 
