@@ -4,6 +4,8 @@
   ``torch.nn.BatchNorm1d``/``BatchNorm2d``, with a hand-derived backward pass
   (:mod:`bnlib.manual_backward`) that also works under :mod:`torch.func` transforms;
 * :mod:`bnlib.gradcheck`: a small finite-difference gradient checker;
+* :mod:`bnlib.grading`: a from-scratch BN layer graded against torch's, check by check, with
+  the mistake behind each failure;
 * :mod:`bnlib.layers` and :mod:`bnlib.optim_steps`: every layer of the MLP, its loss, and the
   Adam and SGD steps written out by hand, each forward beside its backward;
 * :mod:`bnlib.fusion`: BN folded into the layer before it, for inference;
@@ -45,6 +47,7 @@ from bnlib.frozen import (FrozenBatchNorm1d, FrozenBatchNorm2d, freeze_batchnorm
 from bnlib.fusion import fuse_bn, fuse_conv_bn_eval, fuse_linear_bn_eval
 from bnlib.ghost_batchnorm import GhostBatchNorm
 from bnlib.gradcheck import numerical_gradient, relative_error
+from bnlib.grading import grade_batchnorm
 from bnlib.groupnorm import GroupNorm, group_norm
 from bnlib.layernorm import LayerNorm, layer_norm
 from bnlib.models import PRACTITIONER_INIT, SmallCNN, build_cnn, build_mlp
@@ -117,6 +120,7 @@ __all__ = [
     "fuse_bn",
     "fuse_conv_bn_eval",
     "fuse_linear_bn_eval",
+    "grade_batchnorm",
     "group_norm",
     "invert",
     "layer_norm",

@@ -1,4 +1,5 @@
-"""Command line: ``python -m bnlib compare`` reruns the batch-normalisation experiment.
+"""Command line: ``python -m bnlib compare`` reruns the batch-normalisation experiment, and
+``python -m bnlib grade`` grades a from-scratch BN layer (:mod:`bnlib.cli_grade`).
 
 Two 784-32-32-10 ReLU networks, one with batch normalisation before each activation and one
 without, train in lockstep on the same batches of MNIST; both are evaluated on the full test set
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from bnlib.cli_grade import add_grade_parser, run_grade
 from bnlib.data import MNIST, DataError, load_mnist
 from bnlib.device import check_device
 from bnlib.download import write_atomically
@@ -116,10 +118,14 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of ``python -m bnlib``, with the ``compare`` subcommand."""
+    """Return the parser of ``python -m bnlib``, with the ``compare`` and ``grade``
+    subcommands."""
     parser = argparse.ArgumentParser(
-        prog="python -m bnlib", description="Batch normalisation experiments on MNIST.",
-        epilog="run 'python -m bnlib compare --help' for the experiment's options")
+        prog="python -m bnlib",
+        description="Batch normalisation experiments on MNIST, and a grader for BN layers "
+                    "written from scratch.",
+        epilog="run 'python -m bnlib compare --help' for the experiment's options and "
+               "'python -m bnlib grade --help' for the grader's")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compare_parser = commands.add_parser(
         "compare", help="train an MLP with and without batch norm, side by side",
@@ -127,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_compare_arguments(compare_parser)
     compare_parser.set_defaults(command_parser=compare_parser)
+    add_grade_parser(commands)
     return parser
 
 
@@ -241,13 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     status 2: bad arguments (an impossible setting, an unavailable ``--device``, an ``--out``
     that cannot be written) through argparse's ``SystemExit(2)`` after a usage message; a
     missing, corrupt or unreadable data set by printing the reason on stderr and returning 2.
-    Ctrl-C during training writes the epochs that finished and returns 130.
+    Ctrl-C during training writes the epochs that finished and returns 130. ``grade`` returns
+    0 when every check passes, 1 when one fails and 2 when the layer cannot be loaded.
 
     Args:
         argv: arguments without the program name. Default: ``None`` (``sys.argv[1:]``).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "grade":
+        return run_grade(args)
     try:
         config = _config(args)
     except ValueError as error:

@@ -307,3 +307,81 @@ def test_compare_on_a_subset_of_real_mnist(tmp_path, capsys):
     assert status == 0
     histories = json.loads((tmp_path / "history.json").read_text())["histories"]
     assert all(h["test_acc"][0] > 0.6 for h in histories.values())
+
+
+GOOD_LAYER = """\
+import torch
+from torch import nn
+
+
+class TorchLike(nn.BatchNorm2d):
+    def _check_input_dim(self, input):  # accepts (N, C) and (N, C, H, W), as BatchNorm1d/2d do
+        if input.dim() not in (2, 4):
+            raise ValueError("expected 2D or 4D input")
+
+
+class KerasMomentum(TorchLike):
+    def forward(self, x):
+        if self.training and self.momentum is not None:
+            self.momentum, keep = 1 - self.momentum, self.momentum
+            try:
+                return super().forward(x)
+            finally:
+                self.momentum = keep
+        return super().forward(x)
+
+
+NOT_A_LAYER = 3
+"""
+
+
+@pytest.fixture
+def layer_file(tmp_path) -> Path:
+    path = tmp_path / "my_bn.py"
+    path.write_text(GOOD_LAYER)
+    return path
+
+
+def test_grade_prints_the_report_and_exits_0_when_every_check_passes(layer_file, capsys):
+    assert cli.main(["grade", f"{layer_file}:TorchLike"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("TorchLike: PASSED") and "running statistics (N, C, H, W)" in out
+
+
+def test_grade_exits_1_and_names_the_mistake_when_a_check_fails(layer_file, capsys):
+    assert cli.main(["grade", f"{layer_file}:KerasMomentum", "--dims", "1"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("KerasMomentum: FAILED") and "Keras-style momentum" in out
+    assert "(N, C, H, W)" not in out  # --dims 1 grades (N, C) inputs only
+
+
+@pytest.mark.parametrize("target, words", [
+    ("{dir}/missing.py:Layer", ["no such file", "missing.py"]),
+    ("{file}", ["expected FILE.py:CLASS"]),
+    ("{file}:Missing", ["has no 'Missing'", "KerasMomentum, TorchLike"]),
+    ("{file}:NOT_A_LAYER", ["NOT_A_LAYER", "not an nn.Module subclass"]),
+    ("{file}:nn", ["nn", "not an nn.Module subclass"]),
+    ("{broken}:Layer", ["broken.py:2: syntax error"]),
+    ("{raising}:Layer", ["importing", "raised ImportError: no luck"]),
+])
+def test_grade_bad_input_exits_2_with_one_line_and_no_traceback(target, words, layer_file,
+                                                                 tmp_path, capsys):
+    (tmp_path / "broken.py").write_text("import torch\nclass Layer(:\n")
+    (tmp_path / "raising.py").write_text("raise ImportError('no luck')\n")
+    target = target.format(dir=tmp_path, file=layer_file, broken=tmp_path / "broken.py",
+                           raising=tmp_path / "raising.py")
+    assert cli.main(["grade", target]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    for word in words:
+        assert word in captured.err
+
+
+def test_grade_runs_as_a_module(layer_file):
+    environment = os.environ | {"PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "bnlib", "grade", f"{layer_file}:TorchLike",
+                             "--dims", "1"], capture_output=True, text=True, cwd=ROOT,
+                            env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "PASSED" in result.stdout
