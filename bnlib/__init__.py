@@ -21,8 +21,9 @@
 * :mod:`bnlib.seeds`: the experiments' seeds, shifted by ``BNLIB_SEED_OFFSET``;
 * :mod:`bnlib.training` and :mod:`bnlib.optim`: a training loop that returns its
   :class:`~bnlib.history.History`, and side-by-side comparisons on identical batches;
-* :mod:`bnlib.engine` and :mod:`bnlib.engine_layers`: the training step of the MLPs written out by
-  hand (forward, backward, torch's optimizer), without autograd's per-call overhead;
+* :mod:`bnlib.engine`, :mod:`bnlib.engine_layers` and :mod:`bnlib.engine_support`: the training
+  step of the MLPs written out by hand (forward, backward, torch's optimizer), without autograd's
+  per-call overhead, and which models (without hooks) it may train;
 * :mod:`bnlib.plotting`: figures of those histories;
 * :mod:`bnlib.diagnostics` and :mod:`bnlib.plot_diagnostics`: activations, gradients and update
   ratios inside a network, layer by layer, and their figures;

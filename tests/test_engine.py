@@ -270,7 +270,7 @@ def hooked() -> nn.Sequential:
     (lambda: SmallCNN(), "SmallCNN, not an nn.Sequential"),
     (lambda: nn.Sequential(nn.Linear(784, 10), nn.ReLU()), "end with an nn.Linear"),
     (lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Dropout(), nn.Linear(10, 10)),
-     "layer 1 (Dropout) is not a Linear"),
+     "layer 2 (Dropout) is not a Linear"),
     (lambda: nn.Sequential(nn.Linear(784, 10), Doubling(), nn.Linear(10, 10)), "(Doubling)"),
     (lambda: nn.Sequential(nn.Linear(784, 10), nn.Linear(12, 10)), "expects 12 features, gets 10"),
     (lambda: nn.Sequential(nn.Linear(784, 10), nn.BatchNorm1d(11), nn.Linear(10, 3)),
@@ -280,7 +280,7 @@ def hooked() -> nn.Sequential:
     (lambda: nn.Sequential(nn.Linear(10, 10), nn.BatchNorm2d(10), nn.Linear(10, 3)), "BatchNorm2d"),
     (shared_weights, "shared"),
     (frozen, "requires_grad=False"),
-    (hooked, "hooks"),
+    (hooked, "module '2' (ReLU) has a forward hook"),
     (lambda: build_mlp(seed=0).to(torch.float16), "float16"),
 ])
 def test_other_models_get_a_reason_and_the_engine_refuses_them(make, words):
