@@ -251,7 +251,10 @@ def test_compare_trains_each_model_as_train_alone_would():
     alone = train(build_mlp(norm="torch", seed=0), TRAIN, TEST, config())
     together = compare({"x": build_mlp(seed=1), "y": build_mlp(norm="torch", seed=0)},
                        TRAIN, TEST, config())
-    assert together["y"].step_loss == alone.step_loss
+    # One fused Adam over both networks' flat parameter or over one network's: the same
+    # updates, but the kernel may split a longer tensor differently and round a few values
+    # differently in the last bit (see tests/test_engine.py), so float32 rounding apart.
+    assert together["y"].step_loss == pytest.approx(alone.step_loss, rel=0, abs=1e-5)
 
 
 def test_models_trained_together_leave_with_storage_of_their_own(tmp_path):
