@@ -6,7 +6,8 @@
 * :mod:`bnlib.gradcheck`: a small finite-difference gradient checker;
 * :mod:`bnlib.layers` and :mod:`bnlib.optim_steps`: every layer of the MLP, its loss, and the
   Adam and SGD steps written out by hand, each forward beside its backward;
-* :mod:`bnlib.fusion`: BN folded into the layer before it, for inference;
+* :mod:`bnlib.fusion`: BN folded into the layer before it, for inference (which BN kinds fold, and
+  which have their statistics recomputed, is :mod:`bnlib.bn_registry`'s table);
 * :mod:`bnlib.sync_batchnorm`, :mod:`bnlib.distributed` and :mod:`bnlib.data_parallel`: BN
   over a batch split across processes, a launcher for local CPU process groups, and data-parallel
   training of the book's MLP;
