@@ -163,6 +163,7 @@ def test_manual_refuses_a_watched_model_before_training_and_names_the_watcher(wa
         train(model, TRAIN, TEST, config("manual"))
     assert watcher.words in str(error.value)
     assert "use engine='autograd'" in str(error.value)
+    assert calls == []  # refused before any pass
     assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
 
 
