@@ -8,7 +8,8 @@
   the mistake behind each failure;
 * :mod:`bnlib.layers` and :mod:`bnlib.optim_steps`: every layer of the MLP, its loss, and the
   Adam and SGD steps written out by hand, each forward beside its backward;
-* :mod:`bnlib.fusion`: BN folded into the layer before it, for inference;
+* :mod:`bnlib.fusion`: BN folded into the layer before it, for inference (which BN kinds fold, and
+  which have their statistics recomputed, is :mod:`bnlib.bn_registry`'s table);
 * :mod:`bnlib.sync_batchnorm`, :mod:`bnlib.distributed` and :mod:`bnlib.data_parallel`: BN
   over a batch split across processes, a launcher for local CPU process groups, and data-parallel
   training of the book's MLP;
@@ -23,8 +24,9 @@
 * :mod:`bnlib.seeds`: the experiments' seeds, shifted by ``BNLIB_SEED_OFFSET``;
 * :mod:`bnlib.training` and :mod:`bnlib.optim`: a training loop that returns its
   :class:`~bnlib.history.History`, and side-by-side comparisons on identical batches;
-* :mod:`bnlib.engine` and :mod:`bnlib.engine_layers`: the training step of the MLPs written out by
-  hand (forward, backward, torch's optimizer), without autograd's per-call overhead;
+* :mod:`bnlib.engine`, :mod:`bnlib.engine_layers` and :mod:`bnlib.engine_support`: the training
+  step of the MLPs written out by hand (forward, backward, torch's optimizer), without autograd's
+  per-call overhead, and which models (without hooks) it may train;
 * :mod:`bnlib.plotting`: figures of those histories;
 * :mod:`bnlib.diagnostics` and :mod:`bnlib.plot_diagnostics`: activations, gradients and update
   ratios inside a network, layer by layer, and their figures;

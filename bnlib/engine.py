@@ -9,9 +9,11 @@ parameter's ``.grad`` and calls ``optimizer.step()`` of torch's own Adam or SGD.
 the batch statistics, as in training mode, and updates the module's running statistics as the
 module itself would, so the trained module is the one to evaluate, save and load.
 
-:func:`unsupported_reason` says why a model cannot be trained so (``None`` when it can), so that a
-caller can fall back to :class:`AutogradEngine`, the textbook step; :func:`engine_for` and
-:func:`make_engine` make that choice for ``TrainConfig(engine=...)``.
+:func:`unsupported_reason` (:mod:`bnlib.engine_support`) says why a model cannot be trained so
+(``None`` when it can): a layer it does not know, or anything that the skipped forward and
+autograd would have run (module hooks, global module hooks, gradient hooks on a parameter,
+parametrizations). A caller then falls back to :class:`AutogradEngine`, the textbook step;
+:func:`engine_for` and :func:`make_engine` make that choice for ``TrainConfig(engine=...)``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bnlib.batchnorm import BATCH_NORM_1D_TYPES
-from bnlib.engine_layers import (ActivationStep, BatchNormStep, LinearStep, SoftmaxCrossEntropyStep,
-                                 unsupported_reason)
+from bnlib.engine_layers import ActivationStep, BatchNormStep, LinearStep, SoftmaxCrossEntropyStep
+from bnlib.engine_support import observers_reason, unsupported_reason
 from bnlib.models import ACTIVATION_NAMES
 from bnlib.optim import make_optimizer
 
@@ -123,6 +125,16 @@ class ManualEngine:
         self.loss = SoftmaxCrossEntropyStep(params[0])
         self.shape: tuple[int, int] | None = None
 
+    def check_unobserved(self) -> None:
+        """Raise ``RuntimeError`` if something that the manual step would skip (a hook, see
+        :func:`bnlib.engine_support.observers_reason`) was added since the engine was made, for
+        example by a callback between steps."""
+        reason = observers_reason(self.model)
+        if reason is not None:
+            raise RuntimeError(f"after the manual engine was chosen, {reason}; train this model "
+                               "with engine='autograd', or add the hook before training (then "
+                               "engine='auto' picks autograd)")
+
     @staticmethod
     def build_layers(layers: list[nn.Module], like: Tensor) -> list:
         steps = []
@@ -185,10 +197,12 @@ def manual_engines(models: list[nn.Module], optimizer: str = "adam", *, lr: floa
     """One :class:`ManualEngine` per model, all sharing one optimizer over one flat parameter.
 
     Adam and SGD update each value from its own gradient and state alone, so one optimizer over
-    the parameters of several models takes exactly the steps that one optimizer per model
-    would, in one call instead of several (a call costs more than the update of a small
-    network). Train them in lockstep: every engine's :meth:`~ManualEngine.compute_gradients` on
-    its batch, then the shared ``optimizer.step()`` once.
+    the parameters of several models takes the steps that one optimizer per model would, up to
+    the last bit of rounding (the fused kernel may split a longer flat tensor differently, and
+    vectorised code may then round a few values differently), in one call instead of several (a
+    call costs more than the update of a small network). Train them in lockstep: every engine's
+    :meth:`~ManualEngine.compute_gradients` on its batch, then the shared ``optimizer.step()``
+    once.
 
     Args:
         models: supported models (see :func:`unsupported_reason`), with parameters of one dtype
@@ -217,9 +231,14 @@ def engine_for(model: nn.Module, engine: str = "auto") -> str:
     """The engine that trains ``model`` when ``engine`` is asked for: ``"manual"`` or
     ``"autograd"``.
 
+    ``"auto"`` picks ``"manual"`` only when :func:`unsupported_reason` finds nothing: a model
+    with hooks, or while global module hooks are registered, trains with autograd, so that the
+    hooks run.
+
     Raises:
         ValueError: ``engine="manual"`` and :class:`bnlib.engine.ManualEngine` cannot train the
-            model (the message says why), or ``engine`` is not one of :data:`ENGINES`.
+            model (the message says why: for a hook, its kind and the module or parameter that
+            holds it), or ``engine`` is not one of :data:`ENGINES`.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")

@@ -6,7 +6,7 @@ every operation writes into a buffer (``out=`` or in place), so a step allocates
 and calls as few operations as the maths needs. The tensors read are ``detach()`` aliases of the
 module's parameters and buffers, so the optimizer's in-place updates are seen without autograd
 recording anything. :meth:`backward` writes the parameters' gradients into their ``.grad``.
-:func:`unsupported_reason` recognises the models made of these layers.
+:func:`bnlib.engine_support.unsupported_reason` recognises the models made of these layers.
 """
 
 from __future__ import annotations
@@ -15,85 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bnlib.batchnorm import BATCH_NORM_1D_TYPES
-from bnlib.models import ACTIVATION_NAMES
-
-__all__ = ["ActivationStep", "BatchNormStep", "LinearStep", "SoftmaxCrossEntropyStep",
-           "unsupported_reason"]
-
-LAYER_TYPES = (nn.Linear, *BATCH_NORM_1D_TYPES, *ACTIVATION_NAMES)
-
-
-def has_hooks(module: nn.Module) -> bool:
-    """Whether hooks are registered on ``module``, which a step that skips ``forward`` would skip.
-
-    ``nn.Module`` lists its hooks only in these attributes; there is no public accessor.
-    """
-    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return any(getattr(module, name, None) for name in names)
-
-
-def layer_reason(index: int, layer: nn.Module, features: int | None) -> tuple[str | None, int]:
-    """Why layer ``index`` cannot be run (or ``None``), and the features it outputs."""
-    where = f"layer {index} ({type(layer).__name__})"
-    if type(layer) not in LAYER_TYPES:
-        return f"{where} is not a Linear, BatchNorm1d, ReLU, Sigmoid or Tanh", 0
-    if has_hooks(layer):
-        return f"{where} has hooks, which a step without its forward would not call", 0
-    if type(layer) is nn.Linear:
-        if features is not None and layer.in_features != features:
-            return f"{where} expects {layer.in_features} features, gets {features}", 0
-        return None, layer.out_features
-    if type(layer) in BATCH_NORM_1D_TYPES and features is not None and layer.num_features != features:
-        return f"{where} normalises {layer.num_features} features, gets {features}", 0
-    return None, features
-
-
-def parameters_reason(model: nn.Module) -> str | None:
-    """Why the parameters cannot be trained by :class:`bnlib.engine.ManualEngine` (or ``None``)."""
-    params = [p for _, p in model.named_parameters(remove_duplicate=False)]
-    if not params:
-        return "the model has no parameters"
-    if len({id(p) for p in params}) != len(params):
-        return "a parameter is shared between layers"
-    first = params[0]
-    if any(p.dtype != first.dtype or p.device != first.device for p in params):
-        return "its parameters differ in dtype or device"
-    if first.dtype not in (torch.float32, torch.float64):
-        return f"its parameters are {first.dtype}; the manual engine runs float32 and float64"
-    if not all(p.requires_grad for p in params):
-        return "a parameter has requires_grad=False (frozen)"
-    return None
-
-
-def unsupported_reason(model: nn.Module) -> str | None:
-    """Why :class:`bnlib.engine.ManualEngine` cannot train ``model``, or ``None`` when it can.
-
-    Supported: an ``nn.Sequential`` (the class itself, whose forward is known) of an optional
-    leading ``nn.Flatten()``, then ``nn.Linear`` (with or without bias), ``nn.BatchNorm1d`` or
-    ``bnlib.BatchNorm1d`` (any ``eps``, ``momentum`` including ``None``, ``affine``,
-    ``track_running_stats``), ``nn.ReLU``, ``nn.Sigmoid`` and ``nn.Tanh`` in any order, ending
-    with an ``nn.Linear`` that outputs the logits: every model :func:`bnlib.build_mlp` builds
-    with ``norm`` ``"none"``, ``"torch"`` or ``"bnlib"``. Hooks on the model or a layer make it
-    unsupported, since its forward is never called.
-    """
-    if type(model) is not nn.Sequential:
-        return f"the model is a {type(model).__name__}, not an nn.Sequential of known layers"
-    if has_hooks(model):
-        return "the model has hooks, which a step without its forward would not call"
-    layers = list(model)
-    if layers and type(layers[0]) is nn.Flatten:
-        if (layers[0].start_dim, layers[0].end_dim) != (1, -1) or has_hooks(layers[0]):
-            return "its Flatten is not nn.Flatten() with the default dims and no hooks"
-        layers = layers[1:]
-    if not layers or type(layers[-1]) is not nn.Linear:
-        return "the model does not end with an nn.Linear giving the logits"
-    features = None
-    for index, layer in enumerate(layers):
-        reason, features = layer_reason(index, layer, features)
-        if reason is not None:
-            return reason
-    return parameters_reason(model)
+__all__ = ["ActivationStep", "BatchNormStep", "LinearStep", "SoftmaxCrossEntropyStep"]
 
 
 class LinearStep:

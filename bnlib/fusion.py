@@ -8,7 +8,8 @@ In eval mode BN is a fixed affine map per channel, :math:`y = s\,z + t` with
 so when it follows a layer :math:`z = W x + b` the pair is one layer with weight :math:`s W` (each
 output row, or output channel, scaled) and bias :math:`s\,b + t = s\,(b - r_{mean}) + \beta`. The
 functions take the names and signatures of :mod:`torch.nn.utils.fusion` and accept torch's and
-bnlib's BN modules.
+bnlib's BN modules, batch renormalisation included (its evaluation is BN's): the layers of
+:data:`bnlib.bn_registry.FOLDABLE_TYPES`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib.bn_registry import FOLDABLE_TYPES
 from bnlib.functional import bn_eval_scale_shift
-from bnlib.ghost_batchnorm import GhostBatchNorm
-from bnlib.sync_batchnorm import SyncBatchNorm
 
 __all__ = ["bn_eval_scale_shift", "fold_sequentials_in_place", "fuse_bn", "fuse_conv_bn_eval",
            "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights"]
@@ -30,11 +29,6 @@ __all__ = ["bn_eval_scale_shift", "fold_sequentials_in_place", "fuse_bn", "fuse_
 ConvT = TypeVar("ConvT", bound=nn.Conv2d)
 LinearT = TypeVar("LinearT", bound=nn.Linear)
 
-# In eval mode every one of these is the same affine map per channel.
-BN_TYPES: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-    BatchNorm1d, BatchNorm2d, SyncBatchNorm, GhostBatchNorm,
-)
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d
@@ -42,7 +36,7 @@ CONV_TRANSPOSE_TYPES: tuple[type[nn.Module], ...] = (
 
 
 def _is_bn(module: nn.Module) -> bool:
-    return isinstance(module, BN_TYPES)
+    return isinstance(module, FOLDABLE_TYPES)
 
 
 def fuse_linear_bn_weights(
@@ -216,7 +210,8 @@ def fuse_bn(model: nn.Module) -> nn.Module:
 
     A pair is two consecutive entries of an ``nn.Sequential`` (searched recursively, so the
     ``features`` of :class:`~bnlib.SmallCNN` are folded too); the layer takes the folded weights
-    and the BN becomes ``nn.Identity``, so the other entries keep their names. The copy computes
+    and the BN becomes ``nn.Identity``, so the other entries keep their names. Every BN kind of
+    :data:`bnlib.bn_registry.FOLDABLE_TYPES` is folded, ``BatchRenorm1d``/``2d`` included. The copy computes
     the same function as ``model`` in eval mode, with one pass over each activation fewer.
 
     A BN placed after the activation, :math:`\mathrm{BN}(\phi(Wx + b))`, is left in place: the

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bnlib.data import MNIST
-from bnlib.fusion import BN_TYPES
+from bnlib.bn_registry import RECOMPUTABLE_TYPES, RENORM_TYPES
 
 __all__ = ["average_bn_statistics", "batch_norm_layers", "recompute_bn_statistics"]
 
@@ -29,10 +29,26 @@ def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
     ``model.modules()`` order.
 
     Layers built with ``track_running_stats=False`` have no statistics to recompute and are left
-    out; so are normalisations without running statistics (``LayerNorm``, ``GroupNorm``).
+    out; so are normalisations without running statistics (``LayerNorm``, ``GroupNorm``), and
+    batch renormalisation, whose statistics a plain average does not give
+    (:mod:`bnlib.bn_registry` says why; :func:`recompute_bn_statistics` refuses it).
     """
     return [module for module in model.modules()
-            if isinstance(module, BN_TYPES) and module.running_mean is not None]
+            if isinstance(module, RECOMPUTABLE_TYPES) and module.running_mean is not None]
+
+
+def renorm_reason(model: nn.Module) -> str | None:
+    """Why :func:`recompute_bn_statistics` refuses ``model`` (a batch renormalisation layer with
+    running statistics, named), or ``None``."""
+    for name, module in model.named_modules():
+        if isinstance(module, RENORM_TYPES) and module.running_mean is not None:
+            where = f"module {name!r}" if name else "the model"
+            return (f"{where} is a {type(module).__name__}, whose statistics "
+                    "recompute_bn_statistics cannot recompute: its running sigma averages the "
+                    "batch standard deviations, not the variances, and in training mode its "
+                    "output is corrected towards running statistics that the recomputation has "
+                    "just reset, so the layers after it would see other inputs than in training")
+    return None
 
 
 def recompute_bn_statistics(model: nn.Module,
@@ -73,9 +89,13 @@ def recompute_bn_statistics(model: nn.Module,
         ``model`` itself, with recomputed statistics.
 
     Raises:
-        ValueError: the model has no BN layer with running statistics, ``data`` holds no batch,
-            or ``batch_size`` is below 2.
+        ValueError: the model has no BN layer with running statistics, has a batch
+            renormalisation layer (see :mod:`bnlib.bn_registry`), ``data`` holds no batch, or
+            ``batch_size`` is below 2.
     """
+    reason = renorm_reason(model)
+    if reason is not None:
+        raise ValueError(f"{reason}; nothing was changed")
     layers = batch_norm_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running statistics "

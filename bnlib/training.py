@@ -73,10 +73,11 @@ class TrainConfig:
         eval_every: also evaluate on the test set every this many steps. Default: ``None``.
         engine: how a step is computed: ``"manual"`` with the hand-written forward and backward
             of :class:`bnlib.engine.ManualEngine` (the MLPs of :func:`bnlib.build_mlp`; another
-            model raises ``ValueError`` before training), ``"autograd"`` with the model's forward
-            and ``loss.backward()``, or ``"auto"``: manual where the model is supported, else
-            autograd. Both give the same results up to floating-point rounding.
-            Default: ``"auto"``.
+            model, or one with hooks or parametrizations, which the manual step would skip,
+            raises ``ValueError`` before training), ``"autograd"`` with the model's forward and
+            ``loss.backward()``, or ``"auto"``: manual where the model is supported and nothing
+            hooks into its forward or backward, else autograd. Both give the same results up to
+            floating-point rounding. Default: ``"auto"``.
     """
 
     epochs: int = 10
@@ -194,11 +195,19 @@ class LockstepLoop:
             result = evaluate(run.model, self.test_set)
             if self.on_eval is not None:
                 self.on_eval(self.step, name, run.model)
+                self.check_engines()
         finally:
             run.model.train()
         self.results = {key: value for key, value in self.results.items() if key[0] == self.step}
         self.results[self.step, name] = result
         return result
+
+    def check_engines(self) -> None:
+        """Stop if a callback added a hook that a manual engine would skip (see
+        :meth:`bnlib.engine.ManualEngine.check_unobserved`)."""
+        for run in self.runs.values():
+            if isinstance(run.engine, ManualEngine):
+                run.engine.check_unobserved()
 
     def epoch(self) -> None:
         """Train one epoch, then evaluate every model on the test set."""
@@ -285,6 +294,7 @@ def compare(models: Mapping[str, nn.Module], train_set: MNIST, test_set: MNIST,
                 loop.epoch()
                 if on_epoch is not None:
                     on_epoch(epoch + 1, {name: run.history for name, run in runs.items()})
+                    loop.check_engines()
         finally:  # also after Ctrl-C: the models leave as ordinary, independent modules
             separate_parameters(models.values())
     return {name: run.history for name, run in runs.items()}

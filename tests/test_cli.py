@@ -108,7 +108,12 @@ def test_every_engine_runs_and_manual_and_autograd_give_matching_histories(fake_
         autograd = histories["autograd"][name]
         assert len(manual.step_loss) == len(autograd.step_loss) == 12
         assert manual.step_loss == pytest.approx(autograd.step_loss, rel=0, abs=1e-5)
-        assert manual.train_acc == autograd.train_acc and manual.test_acc == autograd.test_acc
+        # The engines round differently, so an example whose two largest logits almost tie may
+        # be classified differently: accuracies may differ by one example per evaluation.
+        for mine, theirs, examples in [(manual.train_acc, autograd.train_acc, 96),
+                                       (manual.test_acc, autograd.test_acc, 100)]:
+            assert len(mine) == len(theirs)
+            assert all(abs(a - b) <= 1 / examples + 1e-12 for a, b in zip(mine, theirs))
 
 
 def test_importing_bnlib_and_its_cli_leaves_matplotlib_unimported():

@@ -120,6 +120,14 @@ def test_cumulative_average_and_counter_follow_the_module_over_steps(norm_type):
     assert int(model[2].num_batches_tracked) == 7
 
 
+def accuracies_within_one_example(first: list[float], second: list[float], examples: int) -> bool:
+    """Whether two runs' accuracies (fractions of ``examples``) differ by at most one example
+    each time: two code paths round differently, so an example whose two largest logits almost
+    tie may be classified differently by them."""
+    return len(first) == len(second) and all(
+        abs(a - b) <= 1 / examples + 1e-12 for a, b in zip(first, second))
+
+
 def float32_run(model: nn.Module, engine: str, optimizer: str, lr: float, momentum: float):
     config = TrainConfig(epochs=20, lr=lr, optimizer=optimizer, momentum=momentum, device="cpu",
                          progress=False, seed=4, engine=engine)
@@ -136,7 +144,8 @@ def float32_run(model: nn.Module, engine: str, optimizer: str, lr: float, moment
     (dict(norm="torch", bn_position="after", activation="sigmoid"), "sgd", 0.05, 0.9),
 ])
 def test_float32_runs_match_autograd_step_by_step(options, optimizer, lr, momentum):
-    """200 steps in float32: every step's loss within 1e-5 of autograd's, the same accuracies.
+    """200 steps in float32: every step's loss within 1e-5 of autograd's, the accuracies within
+    one example.
 
     The two engines add and multiply the same numbers in different orders, so each step's
     results differ by float32 rounding (relative 6e-8); training carries those differences on,
@@ -150,7 +159,8 @@ def test_float32_runs_match_autograd_step_by_step(options, optimizer, lr, moment
     assert len(manual.step_loss) == len(autograd.step_loss) == 200
     torch.testing.assert_close(torch.tensor(manual.step_loss), torch.tensor(autograd.step_loss),
                                rtol=0, atol=1e-5)
-    assert manual.train_acc == autograd.train_acc and manual.test_acc == autograd.test_acc
+    assert accuracies_within_one_example(manual.train_acc, autograd.train_acc, len(TRAIN))
+    assert accuracies_within_one_example(manual.test_acc, autograd.test_acc, len(TEST))
     assert manual.step_loss[-1] < 0.5 * manual.step_loss[0]
     for mine, theirs in zip(manual_model.state_dict().values(),
                             autograd_model.state_dict().values()):
@@ -169,6 +179,16 @@ def test_flat_and_per_parameter_optimizers_take_the_same_steps():
 
 
 def test_engines_sharing_one_optimizer_take_the_steps_of_one_optimizer_each():
+    """The same float64 steps to the last bits of rounding, not to the bit.
+
+    One fused Adam over both models' flat parameter (53,076 values) and one per model (26,506
+    values each) do the same arithmetic per value, but the kernel splits a longer tensor into
+    vectorised blocks and a scalar tail differently, and AVX-512 code then rounds a few values
+    differently: on an AVX-512 AMD EPYC, 18 of 25,088 first-layer weights differed after 5 steps,
+    by at most 2.2e-18 (relative 2e-12), while the gradients stayed bit-identical. torch
+    guarantees bit equality only for the same kernel on the same inputs. A wrong step would be
+    off by about the learning rate (1e-2); the tolerances below are 1e-12 relative, 1e-14
+    absolute."""
     def models():
         return [build_mlp(norm="torch", seed=0).double(), build_mlp(activation="tanh", seed=1)
                 .double()]
@@ -181,9 +201,12 @@ def test_engines_sharing_one_optimizer_take_the_steps_of_one_optimizer_each():
         images = images.double()
         losses = [engine.compute_gradients(images, labels) for engine in engines]
         engines[0].optimizer.step()
-        assert losses == [engine.step(images, labels) for engine in own]
-    for first, second in zip(*(m.state_dict().values() for m in (shared[1], alone[1]))):
-        torch.testing.assert_close(first, second, rtol=1e-14, atol=0)
+        alone_losses = [engine.step(images, labels) for engine in own]
+        torch.testing.assert_close(losses, alone_losses, rtol=1e-12, atol=0)
+    for model, model_alone in zip(shared, alone):
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(value, model_alone.state_dict()[name], rtol=1e-12,
+                                       atol=1e-14, msg=lambda text, name=name: f"{name}: {text}")
 
 
 def test_sharing_one_optimizer_refuses_mixed_dtypes_and_a_model_given_twice():
@@ -270,7 +293,7 @@ def hooked() -> nn.Sequential:
     (lambda: SmallCNN(), "SmallCNN, not an nn.Sequential"),
     (lambda: nn.Sequential(nn.Linear(784, 10), nn.ReLU()), "end with an nn.Linear"),
     (lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Dropout(), nn.Linear(10, 10)),
-     "layer 1 (Dropout) is not a Linear"),
+     "layer 2 (Dropout) is not a Linear"),
     (lambda: nn.Sequential(nn.Linear(784, 10), Doubling(), nn.Linear(10, 10)), "(Doubling)"),
     (lambda: nn.Sequential(nn.Linear(784, 10), nn.Linear(12, 10)), "expects 12 features, gets 10"),
     (lambda: nn.Sequential(nn.Linear(784, 10), nn.BatchNorm1d(11), nn.Linear(10, 3)),
@@ -280,7 +303,7 @@ def hooked() -> nn.Sequential:
     (lambda: nn.Sequential(nn.Linear(10, 10), nn.BatchNorm2d(10), nn.Linear(10, 3)), "BatchNorm2d"),
     (shared_weights, "shared"),
     (frozen, "requires_grad=False"),
-    (hooked, "hooks"),
+    (hooked, "module '2' (ReLU) has a forward hook"),
     (lambda: build_mlp(seed=0).to(torch.float16), "float16"),
 ])
 def test_other_models_get_a_reason_and_the_engine_refuses_them(make, words):

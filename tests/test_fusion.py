@@ -8,6 +8,7 @@ import torch.nn.utils.fusion as torch_fusion
 from torch import nn
 
 from bnlib import SmallCNN, build_mlp
+from bnlib.batch_renorm import BatchRenorm1d, BatchRenorm2d
 from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
 from bnlib.fusion import fuse_bn, fuse_conv_bn_eval, fuse_linear_bn_eval
 from bnlib.ghost_batchnorm import GhostBatchNorm
@@ -109,6 +110,32 @@ def test_fuse_bn_folds_the_books_cnn(norm):
     x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
     torch.testing.assert_close(folded(x), model(x), **TOL)
     assert count_bn(folded) == 0 and isinstance(folded, SmallCNN)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_fuse_bn_folds_batch_renorm_into_its_eval_mode_outputs(arch):
+    """In eval mode batch renormalisation is BN's affine map with its running statistics (its
+    running sigma stored as running_var = sigma^2 - eps), so it folds like BN: float64, with
+    statistics from training-mode passes (its own update rule) and random gamma and beta."""
+    torch.manual_seed(0)
+    if arch == "mlp":
+        model, shape = build_mlp((20, 16, 12, 10), norm="batchrenorm", seed=0), (9, 20)
+    else:
+        model, shape = SmallCNN((4, 6), norm="batchrenorm"), (3, 1, 28, 28)
+    model = model.double()
+    randomise_bn(model)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, *shape[1:], dtype=torch.float64) * 2 + 0.5)
+    model.eval()
+    x = torch.randn(shape, dtype=torch.float64)
+    expected = model(x)
+    folded = fuse_bn(model)
+    renorms = [m for m in folded.modules() if isinstance(m, (BatchRenorm1d, BatchRenorm2d))]
+    assert renorms == [] and sum(isinstance(m, (BatchRenorm1d, BatchRenorm2d))
+                                 for m in model.modules()) == 2
+    torch.testing.assert_close(folded(x), expected, **TOL)
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)  # the original untouched
 
 
 def test_fuse_bn_leaves_bn_after_the_activation():

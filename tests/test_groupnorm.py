@@ -83,7 +83,9 @@ def test_statistics_are_per_example_and_group():
                                atol=1e-4, rtol=0)
     layer = GroupNorm(3, 6).double()
     alone = torch.cat([layer(example[None]) for example in x])
-    torch.testing.assert_close(layer(x), alone, rtol=0, atol=0)
+    # A reduction over a batch may be vectorised differently from one over a single example,
+    # so the values agree to rounding; mixing examples would change them by order 1.
+    torch.testing.assert_close(layer(x), alone, rtol=0, atol=1e-14)
 
 
 def test_one_group_is_layer_norm_over_every_dim_but_the_batch():

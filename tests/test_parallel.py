@@ -25,7 +25,9 @@ def test_results_equal_a_loop_in_order(processes):
     results = map_in_processes(first_logits, seeds, processes=processes)
     assert len(results) == len(seeds)
     for result, reference in zip(results, expected):
-        torch.testing.assert_close(result, reference, rtol=0, atol=0)
+        # Workers run one thread, this process maybe more: a matrix product split across
+        # threads may round differently, so float32 rounding apart.
+        torch.testing.assert_close(result, reference, rtol=1e-6, atol=1e-6)
 
 
 @needs_fork

@@ -132,6 +132,26 @@ def test_skips_layers_without_running_statistics_and_other_norms():
     assert model[7].num_batches_tracked == 10  # ghost BN counts its 5 virtual batches per batch
 
 
+@pytest.mark.parametrize("mixed", [False, True])
+def test_batch_renorm_is_refused_by_name_before_anything_changes(mixed):
+    """A plain average does not give batch renormalisation's statistics (bnlib.bn_registry says
+    why): batch_norm_layers leaves it out and recompute_bn_statistics refuses it by name, also
+    in a model whose other layers it could recompute."""
+    model = build_mlp(norm="batchrenorm", seed=0).double()
+    if mixed:
+        model[2] = BatchNorm1d(32).double()
+    trained_statistics(model).eval()
+    before = copy.deepcopy(model.state_dict())
+    assert batch_norm_layers(model) == ([model[2]] if mixed else [])
+    first = "5" if mixed else "2"
+    with pytest.raises(ValueError, match=rf"module '{first}' is a BatchRenorm1d.*averages the "
+                                         r"batch standard deviations.*nothing was changed"):
+        recompute_bn_statistics(model, images(64), batch_size=32)
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 def test_no_batch_norm_is_an_error():
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.GroupNorm(2, 8))
     with pytest.raises(ValueError, match="no BatchNorm layer with running statistics"):

@@ -68,7 +68,9 @@ def test_data_parallel_sync_bn_trains_as_one_process_on_the_whole_batch(spawned)
     assert len(sync["loss"]) == 12 and sync["eval_step"] == [6, 12]
     torch.testing.assert_close(torch.tensor(sync["loss"]), torch.tensor(single["loss"]),
                                rtol=1e-4, atol=1e-5)
-    assert sync["test_acc"] == single["test_acc"]
+    # the two runs round differently: an example whose largest logits almost tie may flip
+    assert all(abs(a - b) <= 1 / len(TEST) + 1e-12
+               for a, b in zip(sync["test_acc"], single["test_acc"]))
     assert max(abs(a - b) for a, b in zip(local["loss"], single["loss"])) > 1e-3
     for other in results[1:]:  # every process reports the same averaged losses
         assert other["data_parallel"][1]["loss"] == sync["loss"]
