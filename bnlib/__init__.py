@@ -43,21 +43,20 @@ from bnlib.batch_renorm import BatchRenorm1d, BatchRenorm2d, RenormSchedule
 from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
 from bnlib.data import MNIST, Batches, DataError, data_root, load_mnist
 from bnlib.diagnostics import UpdateRatioTracker, take_snapshot
+from bnlib.frozen import FrozenBatchNorm1d, FrozenBatchNorm2d, freeze_batchnorm, set_batchnorm_eval
 from bnlib.functional import BatchNormFunction, batch_norm
-from bnlib.frozen import (FrozenBatchNorm1d, FrozenBatchNorm2d, freeze_batchnorm,
-                          set_batchnorm_eval)
 from bnlib.fusion import fuse_bn, fuse_conv_bn_eval, fuse_linear_bn_eval
 from bnlib.ghost_batchnorm import GhostBatchNorm
 from bnlib.gradcheck import numerical_gradient, relative_error
 from bnlib.grading import grade_batchnorm
 from bnlib.groupnorm import GroupNorm, group_norm
+from bnlib.history import History
 from bnlib.layernorm import LayerNorm, layer_norm
 from bnlib.models import PRACTITIONER_INIT, SmallCNN, build_cnn, build_mlp
 from bnlib.parallel import map_in_processes
 from bnlib.recalibrate import batch_norm_layers, recompute_bn_statistics
 from bnlib.seeds import seeds
 from bnlib.shifts import brightness, contrast, invert
-from bnlib.history import History
 from bnlib.sweep import SweepConfig, train_sweep
 from bnlib.sync_batchnorm import SyncBatchNorm
 from bnlib.training import TrainConfig, compare, default_device, evaluate, train

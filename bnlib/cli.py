@@ -85,7 +85,8 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="passes over the training set (default: %(default)s)")
     add("--batch-size", type=int, default=defaults.batch_size,
         help="examples per step, at least 2 (default: %(default)s)")
-    add("--lr", type=_learning_rate, default=defaults.lr, help="learning rate (default: %(default)s)")
+    add("--lr", type=_learning_rate, default=defaults.lr,
+        help="learning rate (default: %(default)s)")
     add("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
         help="optimizer of both models (default: %(default)s)")
     add("--momentum", type=float, default=defaults.momentum,

@@ -15,8 +15,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bnlib.mnist_files import (IMAGE_SIZE, MNIST_FILES, DataError, IdxFile, SplitFiles, data_root,
-                               read_split)
+from bnlib.mnist_files import (
+    IMAGE_SIZE,
+    MNIST_FILES,
+    DataError,
+    IdxFile,
+    SplitFiles,
+    data_root,
+    read_split,
+)
 
 __all__ = ["MNIST_FILES", "Batches", "DataError", "IdxFile", "MNIST", "SplitFiles", "data_root",
            "load_mnist"]

@@ -252,7 +252,8 @@ class UpdateRatioTracker:
     when autograd accumulates a gradient (``loss.backward()``), not under
     :func:`torch.autograd.grad` (so :func:`take_snapshot` does not count), nor in a loop that
     writes ``.grad`` itself: :func:`bnlib.train`'s default ``engine="auto"`` sees the hooks and
-    trains with autograd (``"manual"`` refuses); check :attr:`passes`. A parameter that is all zeros before a step (a bias or BN's
+    trains with autograd (``"manual"`` refuses); check :attr:`passes`. A parameter that is all
+    zeros before a step (a bias or BN's
     :math:`\beta` at initialisation) has no relative update: that step's ratio is NaN. Use it as
     a context manager, or call :meth:`remove`, to take the hooks off.
 

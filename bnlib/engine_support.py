@@ -82,7 +82,8 @@ def global_hooks_reason() -> str | None:
     if top_saved_hooks is MISSING:
         return unseen("torch._C._autograd", "_top_saved_tensors_default_hooks")
     if top_saved_hooks(True) is not None:
-        return f"saved-tensor hooks are active (torch.autograd.graph.saved_tensors_hooks), {SKIPPED}"
+        return ("saved-tensor hooks are active (torch.autograd.graph.saved_tensors_hooks), "
+                f"{SKIPPED}")
     return None
 
 
@@ -132,7 +133,8 @@ def layer_reason(index: int, layer: nn.Module, features: int | None) -> tuple[st
         if features is not None and layer.in_features != features:
             return f"{where} expects {layer.in_features} features, gets {features}", 0
         return None, layer.out_features
-    if type(layer) in BATCH_NORM_1D_TYPES and features is not None and layer.num_features != features:
+    if (type(layer) in BATCH_NORM_1D_TYPES and features is not None
+            and layer.num_features != features):
         return f"{where} normalises {layer.num_features} features, gets {features}", 0
     return None, features
 

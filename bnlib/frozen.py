@@ -13,8 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bnlib.batchnorm import (BATCH_NORM_1D_TYPES, BATCH_NORM_2D_TYPES, BatchNorm1d, BatchNorm2d,
-                             _BatchNorm)
+from bnlib.batchnorm import (
+    BATCH_NORM_1D_TYPES,
+    BATCH_NORM_2D_TYPES,
+    _BatchNorm,
+)
 from bnlib.functional import batch_norm_eval
 
 __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "freeze_batchnorm", "set_batchnorm_eval"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 from typing import TypeVar
 
-import torch
 from torch import Tensor, nn
 
 from bnlib.bn_registry import FOLDABLE_TYPES
@@ -211,8 +210,9 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     A pair is two consecutive entries of an ``nn.Sequential`` (searched recursively, so the
     ``features`` of :class:`~bnlib.SmallCNN` are folded too); the layer takes the folded weights
     and the BN becomes ``nn.Identity``, so the other entries keep their names. Every BN kind of
-    :data:`bnlib.bn_registry.FOLDABLE_TYPES` is folded, ``BatchRenorm1d``/``2d`` included. The copy computes
-    the same function as ``model`` in eval mode, with one pass over each activation fewer.
+    :data:`bnlib.bn_registry.FOLDABLE_TYPES` is folded, ``BatchRenorm1d``/``2d`` included. The
+    copy computes the same function as ``model`` in eval mode, with one pass over each
+    activation fewer.
 
     A BN placed after the activation, :math:`\mathrm{BN}(\phi(Wx + b))`, is left in place: the
     nonlinearity :math:`\phi` sits between the layer and the BN, and :math:`\phi(s z + t)` is not

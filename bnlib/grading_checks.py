@@ -11,12 +11,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bnlib.grading_probes import (CHANNELS, TOLERANCE, Finding, Subject, affine_tensors,
-                                  biggest_gap, first_match, matches, normalise,
-                                  running_statistics, scale_shift, set_running_statistics)
-from bnlib.grading_running import (check_eval_leaves_statistics, check_momentum,
-                                   check_momentum_none, check_num_batches_tracked,
-                                   check_running_statistics)
+from bnlib.grading_probes import (
+    CHANNELS,
+    TOLERANCE,
+    Finding,
+    Subject,
+    affine_tensors,
+    biggest_gap,
+    first_match,
+    matches,
+    normalise,
+    running_statistics,
+    scale_shift,
+    set_running_statistics,
+)
+from bnlib.grading_running import (
+    check_eval_leaves_statistics,
+    check_momentum,
+    check_momentum_none,
+    check_num_batches_tracked,
+    check_running_statistics,
+)
 
 __all__ = ["Finding", "check_affine_false", "check_batch_of_one", "check_eps",
            "check_eval_leaves_statistics", "check_eval_output", "check_gradients",

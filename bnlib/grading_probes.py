@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["CHANNELS", "SHAPES", "TOLERANCE", "Finding", "NotSupported", "Subject",
-           "affine_tensors", "biggest_gap", "copy_affine", "find_statistic", "first_match", "matches", "normalise",
+           "affine_tensors", "biggest_gap", "copy_affine", "find_statistic", "first_match",
+           "matches", "normalise",
            "running_statistics", "scale_shift", "set_running_statistics", "simulate_running"]
 
 CHANNELS = 3

@@ -12,8 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bnlib.grading_probes import (CHANNELS, TOLERANCE, Finding, Subject, biggest_gap,
-                                  running_statistics, simulate_running)
+from bnlib.grading_probes import (
+    CHANNELS,
+    TOLERANCE,
+    Finding,
+    Subject,
+    biggest_gap,
+    running_statistics,
+    simulate_running,
+)
 
 __all__ = ["check_eval_leaves_statistics", "check_momentum", "check_momentum_none",
            "check_num_batches_tracked", "check_running_statistics"]

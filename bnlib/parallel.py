@@ -37,8 +37,9 @@ def map_in_processes(function: Callable[[ItemT], ResultT], items: Iterable[ItemT
 
     Each item runs in a worker process forked from this one, so ``function`` (a closure too) may
     be defined in a notebook and may read the caller's data; its results are pickled back, in
-    the order of ``items``. Workers keep this process's torch settings, but run on one thread each. Where
-    :func:`can_fork` is false, or with one process, the items run here, one after the other.
+    the order of ``items``. Workers keep this process's torch settings, but run on one thread
+    each. Where :func:`can_fork` is false, or with one process, the items run here, one after
+    the other.
     An exception raised by ``function`` is raised here.
 
     Args:

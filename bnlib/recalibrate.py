@@ -16,8 +16,8 @@ from itertools import chain
 import torch
 from torch import Tensor, nn
 
-from bnlib.data import MNIST
 from bnlib.bn_registry import RECOMPUTABLE_TYPES, RENORM_TYPES
+from bnlib.data import MNIST
 
 __all__ = ["average_bn_statistics", "batch_norm_layers", "recompute_bn_statistics"]
 

@@ -22,9 +22,15 @@ from tqdm import tqdm
 
 from bnlib.data import MNIST, Batches
 from bnlib.device import check_device, default_device
+from bnlib.engine import (
+    ENGINES,
+    AutogradEngine,
+    ManualEngine,
+    engine_for,
+    make_engines,
+    separate_parameters,
+)
 from bnlib.history import History
-from bnlib.engine import (ENGINES, AutogradEngine, ManualEngine, engine_for, make_engines,
-                          separate_parameters)
 
 __all__ = ["ENGINES", "AutogradEngine", "LockstepLoop", "ModelRun", "TrainConfig", "check_device",
            "check_loop_settings", "compare", "default_device", "engine_for", "evaluate",
@@ -35,7 +41,7 @@ EpochCallback = Callable[[int, Mapping[str, History]], None]
 
 
 def require_int(name: str, value: Any, minimum: int, why: str = "") -> None:
-    """Raise ``ValueError`` unless ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``."""
+    """Raise ``ValueError`` unless ``value`` is an ``int`` (not a ``bool``) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}{why}, got {value!r}")
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
-
 from page_text import raw_tex
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -44,7 +44,8 @@ assert seed < 5, f"seed {seed} is not below 5"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("check_claims", ROOT / "scripts" / "check_claims.py")
+    path = ROOT / "scripts" / "check_claims.py"
+    spec = importlib.util.spec_from_file_location("check_claims", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

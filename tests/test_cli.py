@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import synthetic_mnist
 
 from bnlib import cli, training
 from bnlib.history import History
-from synthetic import synthetic_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--epochs", "--batch-size", "--lr", "--optimizer", "--momentum", "--seed", "--bn",

@@ -12,8 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_mnist import (SIZES, fresh_cache, idx_bytes, tiny_contents, tiny_split,  # noqa: F401
-                        use_tiny_table, write_split)
+from tiny_mnist import (  # noqa: F401
+    SIZES,
+    fresh_cache,
+    idx_bytes,
+    tiny_contents,
+    tiny_split,
+    use_tiny_table,
+    write_split,
+)
 
 from bnlib import download, mnist_files
 from bnlib.data import MNIST_FILES, DataError, data_root, load_mnist

@@ -11,10 +11,20 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from bnlib.diagnostics import (UpdateRatioTracker, dead_fraction, saturation_fraction,
-                               take_snapshot, update_ratio)
-from bnlib.plot_diagnostics import (plot_activation_histograms, plot_depth_sweep,
-                                    plot_gradient_histograms, plot_saturation, plot_update_ratios)
+from bnlib.diagnostics import (
+    UpdateRatioTracker,
+    dead_fraction,
+    saturation_fraction,
+    take_snapshot,
+    update_ratio,
+)
+from bnlib.plot_diagnostics import (
+    plot_activation_histograms,
+    plot_depth_sweep,
+    plot_gradient_histograms,
+    plot_saturation,
+    plot_update_ratios,
+)
 
 
 def tiny_model(norm: bool = False) -> nn.Sequential:
@@ -100,7 +110,7 @@ def test_snapshot_names_each_call_of_a_shared_module():
 
 
 def test_snapshot_errors_come_before_any_work():
-    model, (inputs, targets) = tiny_model(), batch()
+    model, (inputs, _) = tiny_model(), batch()
     with pytest.raises(ValueError, match="watch="):
         take_snapshot(model, inputs, watch=(nn.Sigmoid,))
     with pytest.raises(ValueError, match="bins"):

@@ -10,15 +10,21 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import synthetic_mnist
 from torch import nn
 
 from bnlib.batchnorm import BatchNorm1d
 from bnlib.data import Batches
-from bnlib.engine import (AutogradEngine, ManualEngine, engine_for, make_engines,
-                          manual_engines, unsupported_reason)
+from bnlib.engine import (
+    AutogradEngine,
+    ManualEngine,
+    engine_for,
+    make_engines,
+    manual_engines,
+    unsupported_reason,
+)
 from bnlib.models import NORMS_1D, SmallCNN, build_mlp
 from bnlib.training import TrainConfig, compare, evaluate
-from synthetic import synthetic_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from synthetic import synthetic_mnist
 from torch import nn
 from torch.nn.modules import module as torch_module
 from torch.nn.utils import parametrize
@@ -15,7 +16,6 @@ from torch.nn.utils import parametrize
 from bnlib.engine import engine_for, unsupported_reason
 from bnlib.models import build_mlp
 from bnlib.training import TrainConfig, compare, train
-from synthetic import synthetic_mnist
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled"),

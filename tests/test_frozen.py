@@ -6,8 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from bnlib import (BatchNorm1d, BatchNorm2d, FrozenBatchNorm1d, FrozenBatchNorm2d, GhostBatchNorm,
-                   build_mlp, freeze_batchnorm, set_batchnorm_eval)
+from bnlib import (
+    BatchNorm1d,
+    BatchNorm2d,
+    FrozenBatchNorm1d,
+    FrozenBatchNorm2d,
+    GhostBatchNorm,
+    build_mlp,
+    freeze_batchnorm,
+    set_batchnorm_eval,
+)
 
 # (BN class, frozen class, input shape)
 LAYOUTS = [

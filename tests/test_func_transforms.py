@@ -91,7 +91,9 @@ def test_per_sample_parameter_gradients_match_torch():
 
     def per_group(module):
         params = dict(module.named_parameters())
-        loss = lambda p, group: (functional_call(module, p, (group,)) ** 3).sum()
+        def loss(p, group):
+            return (functional_call(module, p, (group,)) ** 3).sum()
+
         return vmap(grad(loss), in_dims=(None, 0))(params, x)
 
     torch.testing.assert_close(per_group(layer), per_group(reference))

@@ -8,14 +8,29 @@ import functools
 import pytest
 import torch
 from torch import nn
+from wrong_layers import (
+    AcceptsBatchOfOne,
+    BiasedRunningVar,
+    DetachedStatistics,
+    EpsIgnored,
+    EpsIgnoredInEval,
+    EpsOutsideSqrt,
+    GammaBeta,
+    GradModeSwitch,
+    KerasMomentum,
+    NoBatchCounter,
+    NoEvalMode,
+    OnlyNumFeatures,
+    RaisesInForward,
+    ReturnsNothing,
+    ScratchBatchNorm,
+    UnbiasedNormalisation,
+    UpdatesInEval,
+    WrongDims,
+)
 
 import bnlib
 from bnlib.grading import GradeReport, grade_batchnorm
-from wrong_layers import (AcceptsBatchOfOne, BiasedRunningVar, DetachedStatistics, EpsIgnored,
-                          EpsIgnoredInEval, EpsOutsideSqrt, GammaBeta, GradModeSwitch,
-                          KerasMomentum, NoBatchCounter, NoEvalMode, OnlyNumFeatures,
-                          RaisesInForward, ReturnsNothing, ScratchBatchNorm,
-                          UnbiasedNormalisation, UpdatesInEval, WrongDims)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 

@@ -9,11 +9,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlib import build_mlp
-from bnlib.layers import (batch_norm_backward, batch_norm_forward,
-                          flatten_backward, flatten_forward, linear_backward, linear_forward,
-                          mlp_backward, mlp_forward, relu_backward, relu_forward,
-                          sigmoid_backward, sigmoid_forward, softmax_cross_entropy_backward,
-                          softmax_cross_entropy_forward, tanh_backward, tanh_forward)
+from bnlib.layers import (
+    batch_norm_backward,
+    batch_norm_forward,
+    flatten_backward,
+    flatten_forward,
+    linear_backward,
+    linear_forward,
+    mlp_backward,
+    mlp_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+    tanh_backward,
+    tanh_forward,
+)
 from bnlib.optim_steps import AdamState, SGDState, adam_step, sgd_step
 
 DOUBLE = torch.float64

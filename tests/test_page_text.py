@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from page_text import prose_text, raw_tex
 
 # What the backprop chapter's "compact form" rendered as when a display-maths line inside a

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import synthetic_mnist
 from torch import nn
 
 from bnlib.batched import cross_entropy_with_grad
@@ -16,7 +17,6 @@ from bnlib.models import build_mlp
 from bnlib.stacked_optim import StackedAdam, StackedSGD
 from bnlib.sweep import SweepConfig, train_sweep
 from bnlib.training import TrainConfig, compare, evaluate
-from synthetic import synthetic_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,14 +7,14 @@ import inspect
 import pytest
 import torch
 import torch.distributed as dist
+from sync_workers import all_checks, cases_for, reference, sync_worker
+from synthetic import synthetic_mnist
 from torch import nn
 
 from bnlib import BatchNorm1d, BatchNorm2d, build_mlp
 from bnlib.data_parallel import DataParallelConfig, train_data_parallel
 from bnlib.distributed import run_on_processes
 from bnlib.sync_batchnorm import SyncBatchNorm, combine_statistics
-from synthetic import synthetic_mnist
-from sync_workers import all_checks, cases_for, reference, sync_worker
 
 TOL = {"rtol": 1e-10, "atol": 1e-10}
 PER_PROCESS = ("output", "grad_input", "eval_output")

@@ -9,15 +9,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import synthetic_mnist
 from torch import nn
 
 from bnlib.data import MNIST, Batches
-from bnlib.models import build_mlp
 from bnlib.history import History
-from bnlib.models import SmallCNN
-from bnlib.training import (TrainConfig, check_device, compare, default_device, engine_for,
-                            evaluate, train)
-from synthetic import synthetic_mnist
+from bnlib.models import SmallCNN, build_mlp
+from bnlib.training import (
+    TrainConfig,
+    check_device,
+    compare,
+    default_device,
+    engine_for,
+    evaluate,
+    train,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -187,10 +193,16 @@ def test_both_engines_fill_history_and_call_back_alike():
     records = {}
     for engine in ("manual", "autograd"):
         calls = []
+
+        def on_eval(step, name, model, calls=calls):
+            calls.append((step, name))
+
+        def on_epoch(done, history, calls=calls):
+            calls.append(("epoch", done, len(history)))
+
         models = {"bn": build_mlp(norm="bnlib", seed=0), "plain": build_mlp(seed=0)}
         histories = compare(models, TRAIN, TEST, config(eval_every=4, engine=engine),
-                            on_eval=lambda step, name, model: calls.append((step, name)),
-                            on_epoch=lambda done, h: calls.append(("epoch", done, len(h))))
+                            on_eval=on_eval, on_epoch=on_epoch)
         records[engine] = histories, calls
     (manual, manual_calls), (autograd, autograd_calls) = records.values()
     assert manual_calls == autograd_calls
