@@ -1,7 +1,8 @@
 """Measurements behind "how does BN help optimization?": noise after BN, ICS, the loss landscape.
 
-* :class:`NoiseInjection` and :func:`add_noise_after_bn`: a per-unit random scale and shift,
-  drawn afresh at every step, after each BN layer ("noisy BN");
+* :class:`NoiseInjection`, :func:`add_noise_after_bn` and :func:`add_noise_after_hidden_linear`:
+  a random scale and shift, per unit or per example and unit, drawn afresh at every step, after
+  each BN layer ("noisy BN") or where a network without BN would have them;
 * :func:`ics_measure`: the internal covariate shift of Santurkar et al. (2018), Definition 2.1,
   as the change of a layer's gradient when the layers below it take their update;
 * :func:`probe_gradient_direction`: the loss and the gradient along the gradient direction, over a
@@ -24,7 +25,8 @@ from torch.func import functional_call
 
 from bnlib.batchnorm import BATCH_NORM_1D_TYPES
 
-__all__ = ["NoiseInjection", "add_noise_after_bn", "loss_and_gradients", "layer_parameter_names",
+__all__ = ["NoiseInjection", "add_noise_after", "add_noise_after_bn",
+           "add_noise_after_hidden_linear", "loss_and_gradients", "layer_parameter_names",
            "layer_input", "ics_measure",
            "GradientProbe", "probe_gradient_direction", "weight_gradient_cosines"]
 
@@ -39,56 +41,107 @@ class NoiseInjection(nn.Module):
         s_j \sim \mathcal{U}(s_{min}, s_{max}),
 
     with one :math:`(s_j, b_j)` per unit, shared by the examples of a batch and kept until the
-    next :meth:`resample`. In evaluation mode the layer is the identity, the noise map averaged
-    over draws when the scale range is centred on 1.
+    next :meth:`resample`. Shared by the batch, the noise passes through a BN layer before it as
+    a random jitter of its :math:`\gamma` and :math:`\beta`. With ``per_example=True`` every
+    example also gets its own draws from the same ranges, i.i.d. over examples and units and
+    new at every forward pass in training: :math:`y_{n,j} = s_j u_{n,j} x_{n,j} + b_j + v_{n,j}`,
+    noise whose distribution (its mean :math:`b_j`, its spread) changes with every
+    :meth:`resample` (the noise of Santurkar et al., 2018, Section 2.1). In evaluation mode the
+    layer is the identity, the noise map averaged over draws when the scale range is centred
+    on 1.
 
     Args:
         num_features: number of units :math:`C`.
         shift_range: :math:`\mu_{max} \ge 0`. Default: ``1.0``.
         scale_range: :math:`(s_{min}, s_{max})`, positive. Default: ``(0.5, 1.5)``.
+        per_example: draw the noise for every example instead of once per batch.
+            Default: ``False``.
 
     Shape:
         - Input: :math:`(N, C)`. Output: :math:`(N, C)`.
     """
 
     def __init__(self, num_features: int, shift_range: float = 1.0,
-                 scale_range: tuple[float, float] = (0.5, 1.5)) -> None:
+                 scale_range: tuple[float, float] = (0.5, 1.5), per_example: bool = False
+                 ) -> None:
         super().__init__()
         low, high = scale_range
         if shift_range < 0 or not 0 < low <= high:
             raise ValueError(f"need shift_range >= 0 and 0 < scale_range[0] <= scale_range[1], "
                              f"got shift_range={shift_range}, scale_range={scale_range}")
         self.shift_range, self.scale_range = shift_range, (low, high)
+        self.per_example = per_example
+        self.generator: torch.Generator | None = None  # what per-example draws come from
         self.register_buffer("scale", torch.ones(num_features))
         self.register_buffer("shift", torch.zeros(num_features))
 
-    def resample(self, generator: torch.Generator | None = None) -> None:
-        """Draw a new scale and shift for every unit."""
+    def draw(self, shape: tuple[int, ...], generator: torch.Generator | None
+             ) -> tuple[Tensor, Tensor]:
+        """Scales and shifts of the given shape, from the layer's two uniform ranges."""
         low, high = self.scale_range
-        uniform = torch.rand(2, self.scale.numel(), generator=generator)
-        self.scale.copy_(low + (high - low) * uniform[0])
-        self.shift.copy_(self.shift_range * (2 * uniform[1] - 1))
+        uniform = torch.rand(2, *shape, generator=generator, dtype=self.scale.dtype)
+        return low + (high - low) * uniform[0], self.shift_range * (2 * uniform[1] - 1)
+
+    def resample(self, generator: torch.Generator | None = None) -> None:
+        """Draw a new scale and shift for every unit; per example, draw from ``generator``."""
+        self.generator = generator
+        scale, shift = self.draw(self.scale.shape, generator)
+        self.scale.copy_(scale)
+        self.shift.copy_(shift)
 
     def forward(self, input: Tensor) -> Tensor:
         if not self.training:
             return input
+        if self.per_example:
+            scale, shift = self.draw(tuple(input.shape), self.generator)
+            return input * (self.scale * scale) + (self.shift + shift)
         return input * self.scale + self.shift
 
 
+def add_noise_after(model: nn.Sequential, after: type | tuple[type, ...], skip_last: bool = False,
+                    **noise_options) -> nn.Sequential:
+    """A new ``nn.Sequential`` with the same layers and a :class:`NoiseInjection` after each
+    layer of type ``after`` (but the last one, with ``skip_last``).
+
+    The layers are shared with ``model``, not copied; ``noise_options`` go to
+    :class:`NoiseInjection`.
+    """
+    positions = [i for i, layer in enumerate(model) if isinstance(layer, after)]
+    if skip_last:
+        positions = positions[:-1]
+    if not positions:
+        raise ValueError(f"model has no layer of type {after} to put noise after")
+    layers: list[nn.Module] = []
+    for index, layer in enumerate(model):
+        layers.append(layer)
+        if index in positions:
+            width = layer.num_features if hasattr(layer, "num_features") else layer.out_features
+            layers.append(NoiseInjection(width, **noise_options))
+    return nn.Sequential(*layers)
+
+
 def add_noise_after_bn(model: nn.Sequential, shift_range: float = 1.0,
-                       scale_range: tuple[float, float] = (0.5, 1.5)) -> nn.Sequential:
+                       scale_range: tuple[float, float] = (0.5, 1.5), per_example: bool = False
+                       ) -> nn.Sequential:
     """A new ``nn.Sequential`` with the same layers and a :class:`NoiseInjection` after each BN.
 
     The layers are shared with ``model``, not copied.
     """
-    layers: list[nn.Module] = []
-    for layer in model:
-        layers.append(layer)
-        if isinstance(layer, BATCH_NORM_1D_TYPES):
-            layers.append(NoiseInjection(layer.num_features, shift_range, scale_range))
-    if len(layers) == len(model):
-        raise ValueError("model has no BatchNorm layer to put noise after")
-    return nn.Sequential(*layers)
+    try:
+        return add_noise_after(model, BATCH_NORM_1D_TYPES, shift_range=shift_range,
+                               scale_range=scale_range, per_example=per_example)
+    except ValueError:
+        raise ValueError("model has no BatchNorm layer to put noise after") from None
+
+
+def add_noise_after_hidden_linear(model: nn.Sequential, shift_range: float = 1.0,
+                                  scale_range: tuple[float, float] = (0.5, 1.5),
+                                  per_example: bool = False) -> nn.Sequential:
+    """A :class:`NoiseInjection` after every ``nn.Linear`` but the output layer: where a BN
+    network has its BN layers, the same noise for a network without BN (Santurkar et al.'s
+    control). The layers are shared with ``model``, not copied."""
+    return add_noise_after(model, nn.Linear, skip_last=True, shift_range=shift_range,
+                           scale_range=scale_range, per_example=per_example)
 
 
 def loss_and_gradients(model: nn.Module, params: Mapping[str, Tensor], images: Tensor,

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlib import build_mlp
-from bnlib.landscape import (NoiseInjection, add_noise_after_bn, ics_measure,
-                             layer_input, layer_parameter_names, probe_gradient_direction,
-                             weight_gradient_cosines)
+from bnlib.landscape import (NoiseInjection, add_noise_after_bn, add_noise_after_hidden_linear,
+                             ics_measure, layer_input, layer_parameter_names,
+                             probe_gradient_direction, weight_gradient_cosines)
 
 
 class Quadratic(nn.Module):
@@ -154,6 +154,45 @@ def test_noise_injection_draws_scales_and_shifts_in_range():
     layer.resample(torch.Generator().manual_seed(1))
     assert not torch.equal(first, layer.scale)
     assert torch.equal(layer.eval()(x), x)
+
+
+def test_per_example_noise_differs_between_examples_and_draws():
+    layer = NoiseInjection(50, shift_range=0.5, scale_range=(0.8, 1.2), per_example=True)
+    layer.resample(torch.Generator().manual_seed(0))
+    x = torch.ones(64, 50)
+    first, second = layer(x), layer(x)
+    assert not torch.equal(first, second)  # new draws at every forward pass
+    assert float(first.std(0).min()) > 0.05  # each example its own noise
+    # x = 1: the output is the unit's scale times the example's, plus both shifts
+    assert 0.8**2 - 2 * 0.5 <= float(first.min()) and float(first.max()) <= 1.2**2 + 2 * 0.5
+    centred = first - layer.scale - layer.shift  # around the step's draw, per unit
+    assert float(centred.mean(0).abs().max()) < 0.3
+    layer.resample(torch.Generator().manual_seed(0))
+    assert torch.equal(layer(x), first)  # reproducible from the generator
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_batch_shared_noise_after_bn_is_a_jitter_of_gamma_and_beta():
+    bn = nn.BatchNorm1d(6).double()
+    noise = NoiseInjection(6).double()
+    noise.resample(torch.Generator().manual_seed(3))
+    x = torch.randn(16, 6, dtype=torch.float64)
+    jittered = nn.BatchNorm1d(6).double()
+    with torch.no_grad():
+        jittered.weight.copy_(noise.scale * bn.weight)
+        jittered.bias.copy_(noise.scale * bn.bias + noise.shift)
+    torch.testing.assert_close(noise(bn(x)), jittered(x))
+
+
+def test_add_noise_after_hidden_linear_skips_the_output_layer():
+    model = build_mlp((784, 8, 8, 10), seed=0)
+    noisy = add_noise_after_hidden_linear(model, per_example=True)
+    kinds = [type(layer) for layer in noisy]
+    linear_positions = [i for i, kind in enumerate(kinds) if kind is nn.Linear]
+    assert [kinds[i + 1] for i in linear_positions[:-1]] == [NoiseInjection] * 2
+    assert linear_positions[-1] == len(noisy) - 1
+    assert all(layer.per_example for layer in noisy if isinstance(layer, NoiseInjection))
+    assert noisy[1] is model[1]
 
 
 def test_noise_injection_rejects_bad_ranges():
