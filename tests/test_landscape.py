@@ -8,9 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlib import build_mlp
-from bnlib.landscape import (NoiseInjection, add_noise_after_bn, add_noise_after_hidden_linear,
-                             ics_measure, layer_input, layer_parameter_names,
-                             probe_gradient_direction, weight_gradient_cosines)
+from bnlib.landscape import (
+    NoiseInjection,
+    add_noise_after_bn,
+    add_noise_after_hidden_linear,
+    ics_measure,
+    layer_input,
+    layer_parameter_names,
+    probe_gradient_direction,
+    weight_gradient_cosines,
+)
 
 
 class Quadratic(nn.Module):
