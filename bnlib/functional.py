@@ -179,6 +179,8 @@ def batch_norm(
     In training the biased batch statistics normalise, and when given, the running statistics are
     updated in place: :math:`r \leftarrow (1 - \text{momentum})\, r + \text{momentum}\, s`, with the
     unbiased batch variance going into ``running_var``. Otherwise the running statistics normalise.
+    A float16 or bfloat16 input has its statistics taken in float32
+    (:func:`statistics_precision`) and its output in its own dtype, as in torch.
 
     Args:
         input (Tensor): input of shape :math:`(N, C, *)`.
