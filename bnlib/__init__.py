@@ -2,7 +2,8 @@
 
 * :mod:`bnlib.functional` and :mod:`bnlib.batchnorm`: BN as a function and as drop-in modules for
   ``torch.nn.BatchNorm1d``/``BatchNorm2d``, with a hand-derived backward pass
-  (:mod:`bnlib.manual_backward`) that also works under :mod:`torch.func` transforms;
+  (:mod:`bnlib.manual_backward`) that also works under :mod:`torch.func` transforms, and
+  statistics of float16 and bfloat16 input taken in float32, as torch's kernels take them;
 * :mod:`bnlib.gradcheck`: a small finite-difference gradient checker;
 * :mod:`bnlib.grading`: a from-scratch BN layer graded against torch's, check by check, with
   the mistake behind each failure;

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from bnlib.batchnorm import _BatchNorm
 from bnlib.channels import as_channel, reduction_dims, scale_and_shift
-from bnlib.functional import check_batch_norm_arguments
+from bnlib.functional import check_batch_norm_arguments, statistics_precision
 
 __all__ = ["BatchRenorm1d", "BatchRenorm2d", "RenormSchedule", "batch_renorm_train",
            "renorm_corrections"]
@@ -61,6 +61,7 @@ def batch_renorm_train(input: Tensor, running_mean: Tensor, running_var: Tensor,
         r_max (float): :math:`r` is clipped to :math:`[1/r_{max}, r_{max}]`.
         d_max (float): :math:`d` is clipped to :math:`[-d_{max}, d_{max}]`.
     """
+    input_dtype, input = input.dtype, statistics_precision(input)
     dims = reduction_dims(input)
     mean = input.mean(dims, keepdim=True)
     centered = input - mean
@@ -75,7 +76,7 @@ def batch_renorm_train(input: Tensor, running_mean: Tensor, running_var: Tensor,
         new_std = running_std.to(running_var.dtype).lerp_(batch_std.to(running_var.dtype),
                                                           momentum)
         running_var.copy_(new_std.square().sub_(eps).clamp_(min=0.0))
-    return scale_and_shift(x_hat, weight, bias)
+    return scale_and_shift(x_hat, weight, bias).to(input_dtype)
 
 
 class _BatchRenorm(_BatchNorm):

@@ -16,9 +16,20 @@ from bnlib.manual_backward import BatchNormFunction
 
 __all__ = ["BACKWARD_MODES", "BatchNormFunction", "batch_norm", "batch_norm_autograd",
            "batch_norm_eval", "batch_norm_manual", "bn_eval_scale_shift",
-           "check_batch_norm_arguments", "update_running_stats"]
+           "check_batch_norm_arguments", "statistics_precision", "update_running_stats"]
 
 BACKWARD_MODES = ("manual", "autograd")
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def statistics_precision(input: Tensor) -> Tensor:
+    """``input`` in the dtype its batch statistics are computed in: float32 for float16 and
+    bfloat16 input, as torch's CPU and CUDA kernels do, else its own dtype (no copy).
+
+    With 8 (bfloat16) or 11 (float16) significant bits, the centred values and their mean square
+    lose most of the variance of a channel whose mean is large next to its spread.
+    """
+    return input.float() if input.dtype in HALF_PRECISION else input
 
 
 @torch.no_grad()
@@ -168,6 +179,8 @@ def batch_norm(
     In training the biased batch statistics normalise, and when given, the running statistics are
     updated in place: :math:`r \leftarrow (1 - \text{momentum})\, r + \text{momentum}\, s`, with the
     unbiased batch variance going into ``running_var``. Otherwise the running statistics normalise.
+    A float16 or bfloat16 input has its statistics taken in float32
+    (:func:`statistics_precision`) and its output in its own dtype, as in torch.
 
     Args:
         input (Tensor): input of shape :math:`(N, C, *)`.
@@ -193,4 +206,7 @@ def batch_norm(
     if not training:
         return batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
     train = batch_norm_manual if backward == "manual" else batch_norm_autograd
-    return train(input, running_mean, running_var, weight, bias, momentum, eps)
+    # The output, and so the gradient of the input, keep the input's dtype, as in torch.
+    output = train(statistics_precision(input), running_mean, running_var, weight, bias,
+                   momentum, eps)
+    return output.to(input.dtype)
