@@ -1,4 +1,4 @@
-"""Tests for bnlib.engine: the hand-written training step against autograd's, on every MLP
+"""Tests for bnlib.engine.manual: the hand-written training step against autograd's, on every MLP
 that build_mlp builds and every batch-norm option."""
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from synthetic import synthetic_mnist
 from torch import nn
 
-from bnlib.batchnorm import BatchNorm1d
-from bnlib.data import Batches
-from bnlib.engine import (
+from bnlib.data.mnist import Batches
+from bnlib.engine.manual import (
     AutogradEngine,
     ManualEngine,
     engine_for,
@@ -24,7 +23,8 @@ from bnlib.engine import (
     unsupported_reason,
 )
 from bnlib.models import NORMS_1D, SmallCNN, build_mlp
-from bnlib.training import TrainConfig, compare, evaluate
+from bnlib.nn.batchnorm import BatchNorm1d
+from bnlib.training.loop import TrainConfig, compare, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,18 +12,11 @@ import torch.nn.functional as F
 from synthetic import synthetic_mnist
 from torch import nn
 
-from bnlib.data import MNIST, Batches
-from bnlib.history import History
+from bnlib.data.mnist import MNIST, Batches
+from bnlib.engine import engine_for
 from bnlib.models import SmallCNN, build_mlp
-from bnlib.training import (
-    TrainConfig,
-    check_device,
-    compare,
-    default_device,
-    engine_for,
-    evaluate,
-    train,
-)
+from bnlib.training import TrainConfig, check_device, compare, default_device, evaluate, train
+from bnlib.training.history import History
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
