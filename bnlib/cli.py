@@ -23,14 +23,12 @@ from pathlib import Path
 
 import torch
 
+from bnlib.data import MNIST, DataError, load_mnist
 from bnlib.data.download import write_atomically
-from bnlib.data.mnist import MNIST, DataError, load_mnist
 from bnlib.engine import ENGINES
 from bnlib.grading.cli import add_grade_parser, run_grade
 from bnlib.models import build_mlp
-from bnlib.training import TrainConfig, compare
-from bnlib.training.device import check_device
-from bnlib.training.history import History
+from bnlib.training import History, TrainConfig, check_device, compare
 
 __all__ = ["build_parser", "main"]
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bnlib.nn.sync import SyncBatchNorm
+from bnlib.nn import SyncBatchNorm
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bnlib.data.mnist import MNIST
+from bnlib.data import MNIST
 
 
 def synthetic_mnist(n: int, seed: int = 0) -> MNIST:

@@ -7,7 +7,7 @@ from dataclasses import FrozenInstanceError
 import pytest
 import torch
 
-from bnlib.data.mnist import MNIST, Batches
+from bnlib.data import MNIST, Batches
 
 
 def numbered(n: int) -> MNIST:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlib.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib.nn import BatchNorm1d, BatchNorm2d
 
 # (our class, torch's class, input shape)
 LAYOUTS = [

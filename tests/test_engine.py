@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from synthetic import synthetic_mnist
 from torch import nn
 
-from bnlib.data.mnist import Batches
-from bnlib.engine.manual import (
+from bnlib.data import Batches
+from bnlib.engine import (
     AutogradEngine,
     ManualEngine,
     engine_for,
@@ -23,8 +23,8 @@ from bnlib.engine.manual import (
     unsupported_reason,
 )
 from bnlib.models import NORMS_1D, SmallCNN, build_mlp
-from bnlib.nn.batchnorm import BatchNorm1d
-from bnlib.training.loop import TrainConfig, compare, evaluate
+from bnlib.nn import BatchNorm1d
+from bnlib.training import TrainConfig, compare, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

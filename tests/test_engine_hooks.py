@@ -13,9 +13,9 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 from torch.nn.utils import parametrize
 
-from bnlib.engine.manual import engine_for, unsupported_reason
+from bnlib.engine import engine_for, unsupported_reason
 from bnlib.models import build_mlp
-from bnlib.training.loop import TrainConfig, compare, train
+from bnlib.training import TrainConfig, compare, train
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled"),

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bnlib.nn import BatchNormFunction, batch_norm
 from bnlib.nn.autograd import BatchNormBackward, batch_norm_backward_reference
-from bnlib.nn.functional import BatchNormFunction, batch_norm
 
 SHAPES = [(6, 3), (5, 3, 4), (4, 3, 3, 2)]
 MODES = ["manual", "autograd"]

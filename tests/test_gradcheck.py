@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnlib.by_hand.gradcheck import numerical_gradient, relative_error
-from bnlib.nn.batchnorm import BatchNorm2d
-from bnlib.nn.functional import batch_norm
+from bnlib.by_hand import numerical_gradient, relative_error
+from bnlib.nn import BatchNorm2d, batch_norm
 
 
 def test_numerical_gradient_of_a_known_function():

@@ -30,7 +30,7 @@ from wrong_layers import (
 )
 
 import bnlib
-from bnlib.grading.report import GradeReport, grade_batchnorm
+from bnlib.grading import GradeReport, grade_batchnorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlib import build_mlp
+from bnlib.by_hand import AdamState, SGDState, adam_step, sgd_step
 from bnlib.by_hand.layers import (
     batch_norm_backward,
     batch_norm_forward,
@@ -27,7 +28,6 @@ from bnlib.by_hand.layers import (
     tanh_backward,
     tanh_forward,
 )
-from bnlib.by_hand.optim import AdamState, SGDState, adam_step, sgd_step
 
 DOUBLE = torch.float64
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bnlib.engine.optim
-from bnlib.engine.optim import make_optimizer
+from bnlib.engine import make_optimizer
 from bnlib.models import build_mlp
 
 

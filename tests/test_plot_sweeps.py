@@ -10,7 +10,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 import bnlib
-from bnlib.plotting.histories import plot_sweep
+from bnlib.plotting import plot_sweep
 
 LRS = [1e-3, 1e-2, 1e-1, 1.0]
 # Two seeds; the first diverges at lr 1 and both diverge at lr 1 for "no BN".

@@ -11,14 +11,13 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from bnlib import MNIST, build_cnn, build_mlp
-from bnlib.data.shifts import contrast
+from bnlib.data import contrast
 from bnlib.inference.recalibrate import (
     average_bn_statistics,
     batch_norm_layers,
     recompute_bn_statistics,
 )
-from bnlib.nn.batchnorm import BatchNorm1d
-from bnlib.nn.ghost import GhostBatchNorm
+from bnlib.nn import BatchNorm1d, GhostBatchNorm
 
 BUILDERS = {"mlp": build_mlp, "cnn": build_cnn}
 TOL = {"rtol": 1e-12, "atol": 1e-12}

@@ -12,11 +12,18 @@ import torch.nn.functional as F
 from synthetic import synthetic_mnist
 from torch import nn
 
-from bnlib.data.mnist import MNIST, Batches
+from bnlib.data import MNIST, Batches
 from bnlib.engine import engine_for
 from bnlib.models import SmallCNN, build_mlp
-from bnlib.training import TrainConfig, check_device, compare, default_device, evaluate, train
-from bnlib.training.history import History
+from bnlib.training import (
+    History,
+    TrainConfig,
+    check_device,
+    compare,
+    default_device,
+    evaluate,
+    train,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnlib.data import MNIST_FILES
 from bnlib.data import files as mnist_files
-from bnlib.data.files import MNIST_FILES
 from bnlib.data.idx import idx_magic
 
 SIZES = {"train": 7, "test": 3}

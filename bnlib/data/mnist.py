@@ -16,18 +16,9 @@ import torch
 from torch import Tensor
 
 from bnlib._checks import require_int_type
-from bnlib.data.files import (
-    IMAGE_SIZE,
-    MNIST_FILES,
-    DataError,
-    IdxFile,
-    SplitFiles,
-    data_root,
-    read_split,
-)
+from bnlib.data.files import IMAGE_SIZE, read_split
 
-__all__ = ["MNIST_FILES", "Batches", "DataError", "IdxFile", "MNIST", "SplitFiles", "data_root",
-           "load_mnist"]
+__all__ = ["Batches", "MNIST", "load_mnist"]
 
 
 def load_mnist(split: str = "train", root: str | os.PathLike | None = None,
@@ -42,7 +33,8 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None,
 
     Args:
         split (str): ``"train"`` (60,000 examples) or ``"test"`` (10,000). Default: ``"train"``.
-        root (str or PathLike, optional): dataset root, see :func:`data_root`. Default: ``None``.
+        root (str or PathLike, optional): dataset root, see :func:`~bnlib.data.data_root`.
+            Default: ``None``.
         download (bool): fetch missing files into ``<root>/MNIST/raw/``. Default: ``True``.
 
     Shape:

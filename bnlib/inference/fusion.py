@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from bnlib.nn.functional import bn_eval_scale_shift
 from bnlib.nn.registry import FOLDABLE_TYPES
 
-__all__ = ["bn_eval_scale_shift", "fold_sequentials_in_place", "fuse_bn", "fuse_conv_bn_eval",
+__all__ = ["fold_sequentials_in_place", "fuse_bn", "fuse_conv_bn_eval",
            "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights"]
 
 ConvT = TypeVar("ConvT", bound=nn.Conv2d)

@@ -26,7 +26,7 @@ from bnlib.training.config import SweepConfig
 from bnlib.training.device import check_device
 from bnlib.training.history import History
 
-__all__ = ["SweepConfig", "stack_networks", "structure_of", "train_sweep"]
+__all__ = ["stack_networks", "structure_of", "train_sweep"]
 
 
 def _describe(module: nn.Module) -> tuple:
