@@ -18,58 +18,22 @@ parametrizations). A caller then falls back to :class:`AutogradEngine`, the text
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bnlib.engine.flat import flatten_parameters
 from bnlib.engine.optim import make_optimizer
 from bnlib.engine.steps import ActivationStep, BatchNormStep, LinearStep, SoftmaxCrossEntropyStep
 from bnlib.engine.support import observers_reason, unsupported_reason
 from bnlib.nn.registry import ACTIVATION_NAMES, BATCH_NORM_1D_TYPES
 
-__all__ = ["ENGINES", "AutogradEngine", "ManualEngine", "engine_for", "flatten_parameters",
-           "make_engines", "manual_engines", "separate_parameters"]
+__all__ = ["ENGINES", "AutogradEngine", "ManualEngine", "engine_for", "make_engines",
+           "manual_engines"]
 
 ENGINES = ("auto", "manual", "autograd")
-
-def flatten_parameters(params: list[nn.Parameter]) -> nn.Parameter:
-    """Move ``params`` into one flat parameter, and their gradients into its ``.grad``.
-
-    Each parameter keeps its identity, shape and values; its ``.data`` becomes a view of the flat
-    parameter and its ``.grad`` a view of the flat gradient, so that an optimizer over the flat
-    parameter alone updates all of them in one call (a call's overhead grows with the number of
-    tensors, and for a small network it exceeds the update itself). ``torch.save`` writes a view
-    with the whole storage it belongs to, so once training is over, :func:`separate_parameters`
-    gives each parameter its own storage again (:func:`bnlib.compare` does).
-
-    Returns:
-        The flat ``nn.Parameter``, with ``.grad`` set (zeros).
-    """
-    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
-    flat.grad = torch.zeros_like(flat)
-    offset = 0
-    for param in params:
-        size = param.numel()
-        param.data = flat.detach()[offset:offset + size].view_as(param)
-        param.grad = flat.grad[offset:offset + size].view_as(param)
-        offset += size
-    return flat
-
-
-def separate_parameters(models: Iterable[nn.Module]) -> None:
-    """Give every parameter of ``models``, and its ``.grad``, storage of its own again.
-
-    Undoes the sharing of :func:`flatten_parameters` (values unchanged), so that a state dict
-    saved afterwards holds one model's values only, and the models no longer alias each other.
-    """
-    for model in models:
-        for param in model.parameters():
-            param.data = param.data.clone()
-            if param.grad is not None:
-                param.grad = param.grad.clone()
-
 
 class ManualEngine:
     r"""Train a supported ``nn.Sequential`` MLP in place, with hand-written forward and backward.
@@ -87,8 +51,8 @@ class ManualEngine:
         lr: learning rate. Default: ``0.01``.
         momentum: momentum of ``"sgd"``. Default: ``0.0``.
         flat: optimise one flat parameter holding all of the model's (see
-            :func:`flatten_parameters`; the same update, in one call); ``False`` optimises the
-            model's parameters one by one. Default: ``True``.
+            :func:`~bnlib.engine.flatten_parameters`; the same update, in one call); ``False``
+            optimises the model's parameters one by one. Default: ``True``.
 
     Shape:
         - images: :math:`(N, *)`, flattened to :math:`(N, D)` when the model starts with

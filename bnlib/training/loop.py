@@ -20,12 +20,12 @@ from tqdm import tqdm
 
 from bnlib._checks import require_int
 from bnlib.data.mnist import MNIST, Batches
+from bnlib.engine.flat import separate_parameters
 from bnlib.engine.manual import (
     AutogradEngine,
     ManualEngine,
     engine_for,
     make_engines,
-    separate_parameters,
 )
 from bnlib.training.config import TrainConfig
 from bnlib.training.device import check_device
