@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
-from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib import BatchNorm1d, BatchNorm2d
 
 SHAPES = [(32, 32), (256, 1024), (64, 64, 28, 28)]
 IMPLEMENTATIONS = ("torch", "manual", "autograd")

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnlib.fusion import fuse_bn
-from bnlib.models import build_cnn, build_mlp
+from bnlib import build_cnn, build_mlp, fuse_bn
 
 
 @dataclass(frozen=True)

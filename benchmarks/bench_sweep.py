@@ -3,11 +3,11 @@
 Every side trains K 784-32-32-10 ReLU networks (with ``torch.nn.BatchNorm1d`` before the
 activation, or without BN) with Adam (lr 0.01) on batches of 32 MNIST images, on the CPU:
 
-- sweep: :func:`bnlib.sweep.train_sweep`, one batched matrix product per layer for all K, a
+- sweep: :func:`bnlib.train_sweep`, one batched matrix product per layer for all K, a
   hand-written backward pass and one vectorised Adam step;
-- autograd: :func:`bnlib.training.compare` with ``engine="autograd"``, K autograd runs in lockstep,
+- autograd: :func:`bnlib.compare` with ``engine="autograd"``, K autograd runs in lockstep,
   each with ``torch.optim.Adam(fused=True)``;
-- manual: :func:`bnlib.training.compare` with ``engine="manual"``, K runs of the hand-written
+- manual: :func:`bnlib.compare` with ``engine="manual"``, K runs of the hand-written
   one-network step (:class:`bnlib.engine.ManualEngine`) in lockstep.
 
 Each run takes ``--steps`` steps (one epoch over a subset of the training set; the evaluation
@@ -29,10 +29,7 @@ import time
 
 import torch
 
-from bnlib.data import MNIST, load_mnist
-from bnlib.models import build_mlp
-from bnlib.sweep import SweepConfig, train_sweep
-from bnlib.training import TrainConfig, compare
+from bnlib import MNIST, SweepConfig, TrainConfig, build_mlp, compare, load_mnist, train_sweep
 
 BATCH_SIZE = 32
 LR = 0.01

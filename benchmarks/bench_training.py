@@ -8,9 +8,9 @@ without, on full MNIST with batch size 32 and Adam (lr 0.01), on the CPU.
   divided by 255), a ``torch.utils.data.DataLoader(batch_size=32, shuffle=True)``, and a plain loop
   with ``zero_grad``, ``backward``, ``step`` and ``loss.item()`` at every step, default Adam; after
   every epoch each model is evaluated on the test set through the same per-example pipeline.
-- bnlib autograd and bnlib manual: :func:`bnlib.training.compare` with ``engine="autograd"``
+- bnlib autograd and bnlib manual: :func:`bnlib.compare` with ``engine="autograd"``
   (forward, ``loss.backward()``, fused Adam's ``step()``) and ``engine="manual"``
-  (:class:`bnlib.engine.ManualEngine`), on tensors loaded by :func:`bnlib.data.load_mnist`; both
+  (:class:`bnlib.engine.ManualEngine`), on tensors loaded by :func:`bnlib.load_mnist`; both
   also evaluate the models on the 10,000 test images after every epoch.
 
 All train the same models (built by :func:`bnlib.models.build_mlp`), so the ratios measure the
@@ -51,10 +51,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bnlib.data import MNIST, load_mnist
+from bnlib import MNIST, TrainConfig, build_mlp, compare, load_mnist
 from bnlib.engine import AutogradEngine, ManualEngine
-from bnlib.models import build_mlp
-from bnlib.training import TrainConfig, compare
 
 BATCH_SIZE = 32
 LR = 0.01
@@ -113,7 +111,7 @@ def seed_pipeline(train_set: MNIST, test_set: MNIST, epochs: int) -> None:
 
 
 def bnlib_pipeline(train_set: MNIST, test_set: MNIST, epochs: int, engine: str) -> None:
-    """Train both models with :func:`bnlib.training.compare`, evaluating after every epoch."""
+    """Train both models with :func:`bnlib.compare`, evaluating after every epoch."""
     config = TrainConfig(epochs=epochs, lr=LR, batch_size=BATCH_SIZE, device="cpu",
                          progress=False, engine=engine)
     compare(make_models(), train_set, test_set, config)

@@ -1,5 +1,5 @@
 """Command line: ``python -m bnlib compare`` reruns the batch-normalisation experiment, and
-``python -m bnlib grade`` grades a from-scratch BN layer (:mod:`bnlib.cli_grade`).
+``python -m bnlib grade`` grades a from-scratch BN layer (:mod:`bnlib.grading.cli`).
 
 Two 784-32-32-10 ReLU networks, one with batch normalisation before each activation and one
 without, train in lockstep on the same batches of MNIST; both are evaluated on the full test set
@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 
-from bnlib.cli_grade import add_grade_parser, run_grade
 from bnlib.data import MNIST, DataError, load_mnist
-from bnlib.device import check_device
-from bnlib.download import write_atomically
-from bnlib.history import History
+from bnlib.data.download import write_atomically
+from bnlib.engine import ENGINES
+from bnlib.grading.cli import add_grade_parser, run_grade
 from bnlib.models import build_mlp
-from bnlib.training import ENGINES, TrainConfig, compare
+from bnlib.training import History, TrainConfig, check_device, compare
 
 __all__ = ["build_parser", "main"]
 
@@ -180,7 +179,9 @@ def _save_results(out: Path, histories: Mapping[str, History], config: TrainConf
               "histories": {name: h.to_dict() for name, h in histories.items()}}
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     write_atomically(out / "history.json", text.encode())
-    from bnlib.plotting import plot_comparison  # matplotlib's import is paid only when drawing
+    from bnlib.plotting.histories import (
+        plot_comparison,  # matplotlib's import is paid only when drawing
+    )
 
     image = io.BytesIO()
     plot_comparison(histories).savefig(image, format="png", dpi=120)

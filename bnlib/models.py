@@ -13,21 +13,16 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from bnlib.batch_renorm import BatchRenorm1d, BatchRenorm2d
-from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
-from bnlib.groupnorm import group_norm_for, layer_norm_over_channels
-from bnlib.layernorm import LayerNorm
+from bnlib._checks import is_number
+from bnlib.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib.nn.groupnorm import group_norm_for, layer_norm_over_channels
+from bnlib.nn.layernorm import LayerNorm
+from bnlib.nn.registry import ACTIVATIONS
+from bnlib.nn.renorm import BatchRenorm1d, BatchRenorm2d
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "INITS", "NORMS_1D", "NORMS_2D", "PRACTITIONER_INIT",
+__all__ = ["INITS", "NORMS_1D", "NORMS_2D", "PRACTITIONER_INIT",
            "build_mlp", "SmallCNN", "build_cnn", "initialise"]
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-}
-# And back: the name of each activation class, for the tools that read a built network.
-ACTIVATION_NAMES: dict[type, str] = {factory: name for name, factory in ACTIVATIONS.items()}
 
 # Normalisation layers by name: each factory takes the number of features (channels). A new
 # normalisation (LayerNorm, GroupNorm, ...) only needs an entry here; "none" means no layer.
@@ -191,7 +186,7 @@ def _mlp(
 
 
 def _check_dropout(dropout: float) -> None:
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    if not is_number(dropout) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a probability in [0, 1) (0 for no dropout layer), "
                          f"got {dropout!r}")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from bnlib._checks import require_int
+
 __all__ = ["SEED_OFFSET_VARIABLE", "seed_offset", "seeds"]
 
 SEED_OFFSET_VARIABLE = "BNLIB_SEED_OFFSET"
@@ -48,7 +50,7 @@ def seeds(count: int, start: int = 0) -> tuple[int, ...]:
         ValueError: ``count`` below 1, ``start`` below 0, or a bad ``BNLIB_SEED_OFFSET``.
     """
     for name, value, least in (("count", count, 1), ("start", start, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        require_int(name, value, least,
+                    message=f"{name} must be an integer >= {least}, got {value!r}")
     first = seed_offset() + start
     return tuple(range(first, first + count))

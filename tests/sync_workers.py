@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bnlib.sync_batchnorm import SyncBatchNorm
+from bnlib.nn import SyncBatchNorm
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def gpu_worker(rank: int, world_size: int) -> tuple[dict, dict]:
 def all_checks(rank: int, world_size: int, cases: list[Case], train_set, test_set,
                configs: list) -> dict:
     """One spawn, every multi-process check: the SyncBatchNorm cases and data-parallel runs."""
-    from bnlib.data_parallel import data_parallel_runs
+    from bnlib.training.data_parallel import data_parallel_runs
 
     return {"cases": sync_worker(rank, world_size, cases),
             "data_parallel": data_parallel_runs(rank, world_size, train_set, test_set, configs),

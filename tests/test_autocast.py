@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bnlib import BatchNorm1d, BatchNorm2d, BatchRenorm1d, BatchRenorm2d, GhostBatchNorm
-from bnlib.functional import statistics_precision
+from bnlib.nn.functional import statistics_precision
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 # (our class, torch's class, input shape)

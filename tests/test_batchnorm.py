@@ -1,4 +1,4 @@
-"""bnlib.batchnorm.BatchNorm1d / BatchNorm2d as drop-ins for torch's modules."""
+"""bnlib.nn.batchnorm.BatchNorm1d / BatchNorm2d as drop-ins for torch's modules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
+from bnlib.nn import BatchNorm1d, BatchNorm2d
 
 # (our class, torch's class, input shape)
 LAYOUTS = [

@@ -15,7 +15,7 @@ import torch
 from synthetic import synthetic_mnist
 
 from bnlib import cli, training
-from bnlib.history import History
+from bnlib.training import History
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--epochs", "--batch-size", "--lr", "--optimizer", "--momentum", "--seed", "--bn",

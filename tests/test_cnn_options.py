@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnlib.batchnorm import BatchNorm2d as BnlibBatchNorm2d
 from bnlib.models import SmallCNN, build_cnn
+from bnlib.nn.batchnorm import BatchNorm2d as BnlibBatchNorm2d
 
 
 def feature_types(model: SmallCNN) -> list[type]:

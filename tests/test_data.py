@@ -22,9 +22,9 @@ from tiny_mnist import (  # noqa: F401
     write_split,
 )
 
-from bnlib import download, mnist_files
-from bnlib.data import MNIST_FILES, DataError, data_root, load_mnist
-from bnlib.idx import idx_magic
+from bnlib.data import MNIST_FILES, DataError, data_root, download, load_mnist
+from bnlib.data import files as mnist_files
+from bnlib.data.idx import idx_magic
 
 
 @pytest.fixture

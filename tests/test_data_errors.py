@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from tiny_mnist import SIZES, fresh_cache, use_tiny_table, write_split  # noqa: F401
 
-from bnlib import download, mnist_files
-from bnlib.data import MNIST_FILES, DataError, load_mnist
+from bnlib.data import MNIST_FILES, DataError, download, load_mnist
+from bnlib.data import files as mnist_files
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 NOT_AS_ROOT = pytest.mark.skipif(IS_ROOT, reason="permission bits do not stop root")

@@ -18,7 +18,7 @@ from bnlib.diagnostics import (
     take_snapshot,
     update_ratio,
 )
-from bnlib.plot_diagnostics import (
+from bnlib.plotting import (
     plot_activation_histograms,
     plot_depth_sweep,
     plot_gradient_histograms,

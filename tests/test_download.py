@@ -1,4 +1,4 @@
-"""Tests for bnlib.download with a stand-in for the network: mirrors, checksums, atomic writes."""
+"""Tests for bnlib.data.download with a stand-in for the network: mirrors, checksums, atomic writes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bnlib import download
-from bnlib.download import DownloadError, download_verified, fetch_verified, write_atomically
+from bnlib.data import download
+from bnlib.data.download import DownloadError, download_verified, fetch_verified, write_atomically
 
 CONTENT = b"\0\0\x08\x01\0\0\0\x03\x01\x02\x03"
 MD5 = hashlib.md5(CONTENT).hexdigest()

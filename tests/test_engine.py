@@ -1,4 +1,4 @@
-"""Tests for bnlib.engine: the hand-written training step against autograd's, on every MLP
+"""Tests for bnlib.engine.manual: the hand-written training step against autograd's, on every MLP
 that build_mlp builds and every batch-norm option."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from synthetic import synthetic_mnist
 from torch import nn
 
-from bnlib.batchnorm import BatchNorm1d
 from bnlib.data import Batches
 from bnlib.engine import (
     AutogradEngine,
@@ -24,6 +23,7 @@ from bnlib.engine import (
     unsupported_reason,
 )
 from bnlib.models import NORMS_1D, SmallCNN, build_mlp
+from bnlib.nn import BatchNorm1d
 from bnlib.training import TrainConfig, compare, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""bnlib.frozen: frozen BN layers, freeze_batchnorm and set_batchnorm_eval."""
+"""bnlib.nn.frozen: frozen BN layers, freeze_batchnorm and set_batchnorm_eval."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, jacrev, vmap
 
 import bnlib
-from bnlib.functional import batch_norm
+from bnlib.nn import batch_norm
 
 SHAPES = [(16, 4), (8, 4, 3), (5, 4, 3, 2)]
 MODES = ["manual", "autograd"]

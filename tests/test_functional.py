@@ -1,4 +1,4 @@
-"""bnlib.functional.batch_norm and BatchNormFunction against torch.nn.functional.batch_norm."""
+"""bnlib.batch_norm and BatchNormFunction against torch.nn.functional.batch_norm."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bnlib.functional import BatchNormFunction, batch_norm
-from bnlib.manual_backward import BatchNormBackward, batch_norm_backward_reference
+from bnlib.nn import BatchNormFunction, batch_norm
+from bnlib.nn.autograd import BatchNormBackward, batch_norm_backward_reference
 
 SHAPES = [(6, 3), (5, 3, 4), (4, 3, 3, 2)]
 MODES = ["manual", "autograd"]

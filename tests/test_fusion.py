@@ -8,11 +8,15 @@ import torch.nn.utils.fusion as torch_fusion
 from torch import nn
 
 from bnlib import SmallCNN, build_mlp
-from bnlib.batch_renorm import BatchRenorm1d, BatchRenorm2d
-from bnlib.batchnorm import BatchNorm1d, BatchNorm2d
-from bnlib.fusion import fuse_bn, fuse_conv_bn_eval, fuse_linear_bn_eval
-from bnlib.ghost_batchnorm import GhostBatchNorm
-from bnlib.sync_batchnorm import SyncBatchNorm
+from bnlib.inference import fuse_bn, fuse_conv_bn_eval, fuse_linear_bn_eval
+from bnlib.nn import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchRenorm1d,
+    BatchRenorm2d,
+    GhostBatchNorm,
+    SyncBatchNorm,
+)
 
 BN1D = {"torch": nn.BatchNorm1d, "bnlib": BatchNorm1d}
 BN2D = {"torch": nn.BatchNorm2d, "bnlib": BatchNorm2d}

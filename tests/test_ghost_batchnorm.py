@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bnlib import BatchNorm1d, BatchNorm2d, build_mlp
-from bnlib.ghost_batchnorm import GhostBatchNorm
+from bnlib.nn import GhostBatchNorm
 
 
 @pytest.mark.parametrize("layer_class, shape",

@@ -1,13 +1,12 @@
-"""bnlib.gradcheck: the finite-difference checker and the relative error."""
+"""bnlib.by_hand.gradcheck: the finite-difference checker and the relative error."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bnlib.batchnorm import BatchNorm2d
-from bnlib.functional import batch_norm
-from bnlib.gradcheck import numerical_gradient, relative_error
+from bnlib.by_hand import numerical_gradient, relative_error
+from bnlib.nn import BatchNorm2d, batch_norm
 
 
 def test_numerical_gradient_of_a_known_function():

@@ -1,4 +1,4 @@
-"""bnlib.GroupNorm and bnlib.group_norm as drop-ins for torch's, checked in float64."""
+"""bnlib.GroupNorm and bnlib.nn.group_norm as drop-ins for torch's, checked in float64."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlib import GroupNorm, LayerNorm, build_cnn, build_mlp, group_norm
-from bnlib.groupnorm import group_norm_for, layer_norm_over_channels
+from bnlib import GroupNorm, LayerNorm, build_cnn, build_mlp
+from bnlib.nn import group_norm
+from bnlib.nn.groupnorm import group_norm_for, layer_norm_over_channels
 
 # (num_groups, num_channels, input shape)
 CASES = [

@@ -1,4 +1,4 @@
-"""Tests of bnlib.landscape: noise after BN, the ICS measure and the gradient-direction probe."""
+"""Tests of bnlib.diagnostics.landscape: noise after BN, the ICS measure and the gradient-direction probe."""
 
 import copy
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlib import build_mlp
-from bnlib.landscape import (
+from bnlib.diagnostics.landscape import (
     NoiseInjection,
     add_noise_after_bn,
     add_noise_after_hidden_linear,

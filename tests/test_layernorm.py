@@ -1,4 +1,4 @@
-"""bnlib.LayerNorm and bnlib.layer_norm as drop-ins for torch's, checked in float64."""
+"""bnlib.LayerNorm and bnlib.nn.layer_norm as drop-ins for torch's, checked in float64."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlib import LayerNorm, build_mlp, layer_norm
+from bnlib import LayerNorm, build_mlp
+from bnlib.nn import layer_norm
 
 # (input shape, normalized_shape)
 CASES = [

@@ -1,4 +1,4 @@
-"""bnlib.layers: every hand-written forward and backward against torch and autograd in float64,
+"""bnlib.by_hand.layers: every hand-written forward and backward against torch and autograd in float64,
 the optimizers against torch.optim over several steps, and whole build_mlp networks."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlib import build_mlp
-from bnlib.layers import (
+from bnlib.by_hand import AdamState, SGDState, adam_step, sgd_step
+from bnlib.by_hand.layers import (
     batch_norm_backward,
     batch_norm_forward,
     flatten_backward,
@@ -27,7 +28,6 @@ from bnlib.layers import (
     tanh_backward,
     tanh_forward,
 )
-from bnlib.optim_steps import AdamState, SGDState, adam_step, sgd_step
 
 DOUBLE = torch.float64
 

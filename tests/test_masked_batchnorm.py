@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bnlib import BatchNorm1d
-from bnlib.masked_batchnorm import MaskedBatchNorm1d, masked_batch_norm
+from bnlib.nn.masked import MaskedBatchNorm1d, masked_batch_norm
 
 LENGTHS = torch.tensor([3, 7, 5, 1])
 

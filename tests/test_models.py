@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bnlib.batchnorm import BatchNorm1d as BnlibBatchNorm1d
-from bnlib.batchnorm import BatchNorm2d as BnlibBatchNorm2d
 from bnlib.models import NORMS_1D, NORMS_2D, SmallCNN, build_cnn, build_mlp
+from bnlib.nn.batchnorm import BatchNorm1d as BnlibBatchNorm1d
+from bnlib.nn.batchnorm import BatchNorm2d as BnlibBatchNorm2d
 
 
 def layer_types(model: nn.Module) -> list[type]:

@@ -1,13 +1,13 @@
-"""Tests for bnlib.optim.make_optimizer: torch's own optimizers, fused where torch has a kernel."""
+"""Tests for bnlib.engine.make_optimizer: torch's own optimizers, fused where torch has a kernel."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import bnlib.optim
+import bnlib.engine.optim
+from bnlib.engine import make_optimizer
 from bnlib.models import build_mlp
-from bnlib.optim import make_optimizer
 
 
 @pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
@@ -30,7 +30,7 @@ def test_sgd_gets_the_momentum_and_complex_parameters_no_fused_kernel():
 
 def test_a_step_is_torchs_own_step():
     """No bypass of optimizer.step(): the update is what a plain torch.optim.Adam does."""
-    assert not hasattr(bnlib.optim, "lean_step")
+    assert not hasattr(bnlib.engine.optim, "lean_step")
     models = [build_mlp(seed=0) for _ in range(2)]
     optimizers = [make_optimizer(models[0], "adam", lr=0.01),
                   torch.optim.Adam(models[1].parameters(), lr=0.01, fused=True)]

@@ -1,4 +1,4 @@
-"""bnlib.parallel.map_in_processes: the same results as a loop, in order, in other processes."""
+"""bnlib.map_in_processes: the same results as a loop, in order, in other processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bnlib import build_mlp
-from bnlib.parallel import can_fork, map_in_processes
+from bnlib.training.processes import can_fork, map_in_processes
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="needs fork (Linux, CUDA not initialised)")
 

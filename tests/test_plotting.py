@@ -11,8 +11,13 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from bnlib.history import History
-from bnlib.plotting import plot_comparison, plot_histories, plot_seed_spread, plot_step_loss
+from bnlib.plotting import (
+    plot_comparison,
+    plot_histories,
+    plot_seed_spread,
+    plot_step_loss,
+)
+from bnlib.training import History
 
 
 def history(offset: float = 0.0, epochs: int = 3, steps: int = 120) -> History:

@@ -11,10 +11,13 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from bnlib import MNIST, build_cnn, build_mlp
-from bnlib.batchnorm import BatchNorm1d
-from bnlib.ghost_batchnorm import GhostBatchNorm
-from bnlib.recalibrate import average_bn_statistics, batch_norm_layers, recompute_bn_statistics
-from bnlib.shifts import contrast
+from bnlib.data import contrast
+from bnlib.inference.recalibrate import (
+    average_bn_statistics,
+    batch_norm_layers,
+    recompute_bn_statistics,
+)
+from bnlib.nn import BatchNorm1d, GhostBatchNorm
 
 BUILDERS = {"mlp": build_mlp, "cnn": build_cnn}
 TOL = {"rtol": 1e-12, "atol": 1e-12}
@@ -134,7 +137,7 @@ def test_skips_layers_without_running_statistics_and_other_norms():
 
 @pytest.mark.parametrize("mixed", [False, True])
 def test_batch_renorm_is_refused_by_name_before_anything_changes(mixed):
-    """A plain average does not give batch renormalisation's statistics (bnlib.bn_registry says
+    """A plain average does not give batch renormalisation's statistics (bnlib.nn.registry says
     why): batch_norm_layers leaves it out and recompute_bn_statistics refuses it by name, also
     in a model whose other layers it could recompute."""
     model = build_mlp(norm="batchrenorm", seed=0).double()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bnlib import MNIST
-from bnlib.shifts import brightness, contrast, invert, map_pixels
+from bnlib.data.shifts import brightness, contrast, invert, map_pixels
 
 
 @pytest.fixture

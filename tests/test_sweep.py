@@ -11,12 +11,11 @@ import torch.nn.functional as F
 from synthetic import synthetic_mnist
 from torch import nn
 
-from bnlib.batched import cross_entropy_with_grad
+from bnlib.by_hand import StackedAdam, StackedSGD
 from bnlib.data import Batches
+from bnlib.engine.stacked import cross_entropy_with_grad
 from bnlib.models import build_mlp
-from bnlib.stacked_optim import StackedAdam, StackedSGD
-from bnlib.sweep import SweepConfig, train_sweep
-from bnlib.training import TrainConfig, compare, evaluate
+from bnlib.training import SweepConfig, TrainConfig, compare, evaluate, train_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,9 +12,9 @@ from synthetic import synthetic_mnist
 from torch import nn
 
 from bnlib import BatchNorm1d, BatchNorm2d, build_mlp
-from bnlib.data_parallel import DataParallelConfig, train_data_parallel
-from bnlib.distributed import run_on_processes
-from bnlib.sync_batchnorm import SyncBatchNorm, combine_statistics
+from bnlib.nn.sync import SyncBatchNorm, combine_statistics
+from bnlib.training.data_parallel import DataParallelConfig, train_data_parallel
+from bnlib.training.distributed import run_on_processes
 
 TOL = {"rtol": 1e-10, "atol": 1e-10}
 PER_PROCESS = ("output", "grad_input", "eval_output")

@@ -1,4 +1,4 @@
-"""bnlib.sync_practice: the SyncBatchNorm demonstrations, run once on 4 CPU processes (gloo)."""
+"""bnlib.training.sync_practice: the SyncBatchNorm demonstrations, run once on 4 CPU processes (gloo)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from synthetic import synthetic_mnist
 
-from bnlib.distributed import run_on_processes
-from bnlib.sync_practice import (
+from bnlib.training.distributed import run_on_processes
+from bnlib.training.sync_practice import (
     PAIRS,
     WORLD_SIZE,
     buffer_broadcast,

@@ -13,14 +13,14 @@ from synthetic import synthetic_mnist
 from torch import nn
 
 from bnlib.data import MNIST, Batches
-from bnlib.history import History
+from bnlib.engine import engine_for
 from bnlib.models import SmallCNN, build_mlp
 from bnlib.training import (
+    History,
     TrainConfig,
     check_device,
     compare,
     default_device,
-    engine_for,
     evaluate,
     train,
 )

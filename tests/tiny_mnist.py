@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlib import mnist_files
-from bnlib.idx import idx_magic
-from bnlib.mnist_files import MNIST_FILES
+from bnlib.data import MNIST_FILES
+from bnlib.data import files as mnist_files
+from bnlib.data.idx import idx_magic
 
 SIZES = {"train": 7, "test": 3}
 
