@@ -46,3 +46,10 @@ def test_no_module_is_much_longer_than_300_lines():
     long = {str(path.relative_to(ROOT)): n for path in ROOT.rglob("*.py")
             if (n := len(path.read_text().splitlines())) > 330}
     assert not long
+
+
+def test_every_module_sits_in_a_part():
+    top = {path.stem for path in ROOT.glob("*.py")} | {
+        path.parent.name for path in ROOT.glob("*/__init__.py")}
+    unplaced = top - set(LAYERS) - {"__init__", "_moved"}
+    assert not unplaced, f"place {sorted(unplaced)} in a sub-package, or add it to LAYERS"
