@@ -16,9 +16,8 @@ import torch.ao.quantization as tq
 from torch import Tensor, nn
 
 from bnlib.bn_registry import FOLDABLE_TYPES
-from bnlib.data import MNIST
 
-__all__ = ["accuracy", "fusable_groups", "quantize_int8"]
+__all__ = ["fusable_groups", "logits_in_batches", "quantize_int8"]
 
 TORCH_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # The layer pairs fuse_modules folds (in eval mode), each optionally followed by a ReLU.
@@ -89,15 +88,15 @@ def quantize_int8(model: nn.Module, calibration_images: Tensor, *, fuse: bool = 
     return tq.convert(wrapped, inplace=True)
 
 
-def accuracy(model: nn.Module, data: MNIST, batch_size: int = 1000) -> float:
-    """Fraction of ``data`` that ``model`` classifies correctly, for any model, quantized too.
+def logits_in_batches(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
+    """``model(images)`` computed ``batch_size`` images at a time, for any model, int8 too.
 
-    ``bnlib.evaluate`` reads the device of the model's parameters, which an int8 model does not
-    expose as ``nn.Parameter``; this runs on the CPU.
+    A CNN's activations for all 10,000 MNIST test images take half a gigabyte at once; batches
+    keep the memory small. ``bnlib.evaluate`` cannot serve here: it reads the device of the
+    model's parameters, which an int8 model does not expose.
     """
-    correct = 0
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     with torch.inference_mode():
-        for start in range(0, len(data.labels), batch_size):
-            logits = model(data.images[start:start + batch_size])
-            correct += (logits.argmax(1) == data.labels[start:start + batch_size]).sum().item()
-    return correct / len(data.labels)
+        return torch.cat([model(images[start:start + batch_size])
+                          for start in range(0, len(images), batch_size)])

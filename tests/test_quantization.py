@@ -11,8 +11,7 @@ import torch.ao.nn.quantized as nnq
 from torch import nn
 
 from bnlib import build_cnn, build_mlp
-from bnlib.data import MNIST
-from bnlib.quantization import accuracy, fusable_groups, quantize_int8
+from bnlib.quantization import fusable_groups, logits_in_batches, quantize_int8
 
 
 def trained_like_cnn(seed: int = 0) -> nn.Module:
@@ -66,11 +65,11 @@ def test_refuses_training_mode_and_bnlib_bn():
         quantize_int8(build_cnn(norm="bnlib").eval(), images)
 
 
-def test_accuracy_counts_correct_predictions():
-    images = torch.zeros(5, 1, 28, 28)
-    data = MNIST(images, torch.tensor([0, 1, 1, 1, 2]))
-    constant = nn.Sequential(nn.Flatten(), nn.Linear(784, 3))
+def test_logits_in_batches_equal_one_call():
+    model = trained_like_cnn()
+    images = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        constant[1].weight.zero_()
-        constant[1].bias.copy_(torch.tensor([0.0, 1.0, 0.0]))  # always predicts class 1
-    assert accuracy(constant, data, batch_size=2) == pytest.approx(3 / 5)
+        whole = model(images)
+    torch.testing.assert_close(logits_in_batches(model, images, batch_size=3), whole)
+    with pytest.raises(ValueError, match="batch_size"):
+        logits_in_batches(model, images, batch_size=0)
