@@ -11,7 +11,7 @@ import torch.ao.nn.quantized as nnq
 from torch import nn
 
 from bnlib import build_cnn, build_mlp
-from bnlib.quantization import fusable_groups, logits_in_batches, quantize_int8
+from bnlib.inference.quantization import fusable_groups, logits_in_batches, quantize_int8
 
 
 def trained_like_cnn(seed: int = 0) -> nn.Module:

@@ -1,8 +1,9 @@
 """SyncBatchNorm in practice: conversion order, hangs, subgroups, traffic and DDP's buffers.
 
 Every function here runs on each process of a gloo group started by
-:func:`bnlib.training.distributed.run_on_processes` (they live in a module so that the new processes can
-import them) and returns plain tensors and numbers for the calling notebook to compare.
+:func:`bnlib.training.distributed.run_on_processes` (they live in a module so that the new
+processes can import them) and returns plain tensors and numbers for the calling notebook to
+compare.
 :func:`practice_demos` runs them all in one group of 4 processes, to start the processes once.
 """
 

@@ -15,9 +15,9 @@ import torch
 import torch.ao.quantization as tq
 from torch import Tensor, nn
 
-from bnlib.bn_registry import FOLDABLE_TYPES
+from bnlib.nn.registry import FOLDABLE_TYPES
 
-__all__ = ["fusable_groups", "logits_in_batches", "quantize_int8"]
+__all__ = ["check_quantizable", "fusable_groups", "logits_in_batches", "quantize_int8"]
 
 TORCH_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # The layer pairs fuse_modules folds (in eval mode), each optionally followed by a ReLU.
@@ -47,7 +47,7 @@ def fusable_groups(model: nn.Module) -> list[list[str]]:
     return groups
 
 
-def _check_quantizable(model: nn.Module) -> None:
+def check_quantizable(model: nn.Module) -> None:
     if any(m.training for m in model.modules()):
         raise ValueError("quantize_int8 needs a model in eval mode (BN must use its running "
                          "statistics); call model.eval() first.")
@@ -76,7 +76,7 @@ def quantize_int8(model: nn.Module, calibration_images: Tensor, *, fuse: bool = 
     Raises:
         ValueError: when ``model`` is in training mode or holds a BN that is not torch's.
     """
-    _check_quantizable(model)
+    check_quantizable(model)
     float_copy = copy.deepcopy(model)
     if fuse:
         tq.fuse_modules(float_copy, fusable_groups(float_copy), inplace=True)
