@@ -80,6 +80,16 @@ def bn_transform_frames(x: np.ndarray, gamma: Sequence[float], beta: Sequence[fl
     return np.stack(frames), names
 
 
+def _animation(fig: Figure, draw: Callable[[int], object], frames: int,
+               interval: int) -> FuncAnimation:
+    """A looping FuncAnimation whose layout is computed once, on the first frame, then kept:
+    recomputing the constrained layout for every frame would cost more than drawing it."""
+    draw(0)
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    return FuncAnimation(fig, draw, frames=frames, interval=interval, repeat=True)
+
+
 def _limits(values: np.ndarray, margin: float = 0.05) -> tuple[float, float]:
     low, high = float(np.min(values)), float(np.max(values))
     pad = margin * (high - low) or 1.0
@@ -115,19 +125,21 @@ def animate_point_clouds(frames: np.ndarray, titles: Sequence[str], *,
         title.set_text(titles[index])
         return cloud, centre, title
 
-    return FuncAnimation(fig, draw, frames=len(frames), interval=interval, repeat=True)
+    return _animation(fig, draw, len(frames), interval)
 
 
 def animate_percentiles(steps: Sequence[int], percentiles: Mapping[str, np.ndarray], *,
                         titles: Sequence[str] | None = None,
                         curve: Callable[[np.ndarray], np.ndarray] | None = None,
-                        xlabel: str = "value", figsize: tuple[float, float] = (8.0, 3.0),
-                        dpi: int = 72, interval: int = 400) -> FuncAnimation:
+                        curve_label: str = "", xlabel: str = "value",
+                        figsize: tuple[float, float] = (8.0, 3.0), dpi: int = 72,
+                        interval: int = 400) -> FuncAnimation:
     """Animate low, middle and high percentiles of a value over training, one panel per name.
 
     ``percentiles[name]`` has shape (len(steps), 3). Each frame shades the band between the low and
     high percentile and marks the middle one, on a value axis shared by all panels and frames; an
-    optional ``curve`` (for example the sigmoid the value feeds) is drawn under them. ``titles``
+    optional ``curve`` (for example the sigmoid the value feeds; ``curve_label`` names it on the
+    vertical axis) is drawn under them. ``titles``
     gives one line per frame (default: the step).
     """
     if not percentiles:
@@ -152,6 +164,7 @@ def animate_percentiles(steps: Sequence[int], percentiles: Mapping[str, np.ndarr
         median = ax.axvline(table[0, 1], color="black")
         ax.set(xlim=(low, high), xlabel=xlabel, title=name)
         artists.append((band, median, table))
+    axes[0].set_ylabel(curve_label)
     suptitle = fig.suptitle(titles[0], fontsize=10)
 
     def draw(index):
@@ -161,7 +174,7 @@ def animate_percentiles(steps: Sequence[int], percentiles: Mapping[str, np.ndarr
             median.set_xdata([table[index, 1]] * 2)
         suptitle.set_text(titles[index])
 
-    return FuncAnimation(fig, draw, frames=len(steps), interval=interval, repeat=True)
+    return _animation(fig, draw, len(steps), interval)
 
 
 def exponential_average(values: Sequence[float], momentum: float, initial: float) -> np.ndarray:
@@ -177,13 +190,15 @@ def exponential_average(values: Sequence[float], momentum: float, initial: float
 
 def animate_running_statistics(batch: Mapping[str, np.ndarray],
                                running: Mapping[str, Mapping[str, np.ndarray]], *,
-                               frames: int = 40, figsize: tuple[float, float] = (9.0, 3.2),
+                               frames: int = 40, figsize: tuple[float, float] = (9.0, 3.4),
                                dpi: int = 72, interval: int = 120) -> FuncAnimation:
     """Animate running statistics chasing the batch statistics over training steps.
 
     ``batch[stat]`` holds one batch statistic per step (grey dots); ``running[stat][label]`` one
-    running statistic per step (a line each, labelled). One panel per statistic; frame k shows the
-    first k / frames of the steps, with fixed axes so that the lines visibly chase the dots.
+    running statistic per step (a line each; the first panel's labels make the legend, so each
+    panel should use the same labels, such as ``"momentum 0.1"``). One panel per statistic;
+    frame k shows the first k / frames of the steps, with fixed axes, so the lines visibly chase
+    the dots.
     """
     if set(batch) != set(running) or not batch:
         raise ValueError(f"batch and running must name the same statistics, got {sorted(batch)} "
@@ -200,13 +215,15 @@ def animate_running_statistics(batch: Mapping[str, np.ndarray],
     step_axis = np.arange(1, steps + 1)
     drawn = []
     for ax, (stat, values) in zip(axes, batch.items()):
-        dots = ax.plot([], [], ".", color="grey", markersize=3, label=f"batch {stat}")[0]
+        dots = ax.plot([], [], ".", color="grey", markersize=3, label="batch statistic")[0]
         lines = [(ax.plot([], [], linewidth=1.6, label=label)[0], np.asarray(trace))
                  for label, trace in running[stat].items()]
         both = np.concatenate([np.asarray(values), *(trace for _, trace in lines)])
         ax.set(xlim=(0, steps + 1), ylim=_limits(both), xlabel="training step", title=stat)
-        ax.legend(fontsize=8, loc="best")
         drawn.append((dots, np.asarray(values), lines))
+    # One legend for all panels, below them, so that it never covers a line as the lines grow.
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
+               ncols=1 + len(next(iter(running.values()))), fontsize=8)
     ends = np.linspace(steps / frames, steps, frames).round().astype(int)
 
     def draw(index):
@@ -216,4 +233,4 @@ def animate_running_statistics(batch: Mapping[str, np.ndarray],
             for line, trace in lines:
                 line.set_data(step_axis[:end], trace[:end])
 
-    return FuncAnimation(fig, draw, frames=frames, interval=interval, repeat=True)
+    return _animation(fig, draw, frames, interval)
