@@ -21,10 +21,11 @@ __all__ = ["animation_html", "bn_transform_frames", "animate_point_clouds",
 
 DEFAULT_MAX_BYTES = 2_500_000
 # matplotlib's player draws its buttons with Font Awesome, fetched from a CDN: a page read offline
-# would show empty buttons. The same controls as plain characters need nothing from outside.
+# would show empty buttons. The same controls as plain characters (from blocks that common fonts
+# cover: arrows, geometric shapes, punctuation) need nothing from outside.
 _CDN_STYLESHEET = re.compile(r'<link rel="stylesheet"\s+href="https://[^"]*font-awesome[^"]*">')
-_ICONS = {"fa fa-minus": "\u2212", "fa fa-plus": "+", "fa fa-pause": "\u23f8",
-          "fa fa-fast-backward": "\u23ee", "fa fa-fast-forward": "\u23ed",
+_ICONS = {"fa fa-minus": "\u2212", "fa fa-plus": "+", "fa fa-pause": "\u2016",
+          "fa fa-fast-backward": "\u21e4", "fa fa-fast-forward": "\u21e5",
           "fa fa-step-backward": "\u25c2", "fa fa-step-forward": "\u25b8",
           "fa fa-play fa-flip-horizontal": "\u25c0", "fa fa-play": "\u25b6"}
 _ICON = re.compile(r'<i class="(fa [^"]*)"></i>')
