@@ -3,7 +3,9 @@
 The build runs ``jupyter-book build . -W -n --keep-going`` into ``_build/`` (jupyter-cache makes a
 rebuild of unchanged chapters cheap). The rendered pages are then served on the loopback interface
 and opened in headless Chromium, which checks that formulas typeset, every image loads, every
-internal link resolves, and nothing is fetched from outside the book.
+internal link resolves, and nothing is fetched from outside the book. The chapters' animations
+(matplotlib's JavaScript player, every frame embedded) must step and play there, and keep their
+pages under a size limit.
 
 Every page's prose, before and after MathJax runs, must be free of TeX: a formula that the Markdown
 parser did not recognise shows its source to the reader (see ``page_text.py``).
