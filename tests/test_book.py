@@ -3,7 +3,9 @@
 The build runs ``jupyter-book build . -W -n --keep-going`` into ``_build/`` (jupyter-cache makes a
 rebuild of unchanged chapters cheap). The rendered pages are then served on the loopback interface
 and opened in headless Chromium, which checks that formulas typeset, every image loads, every
-internal link resolves, and nothing is fetched from outside the book.
+internal link resolves, and nothing is fetched from outside the book. The chapters' animations
+(matplotlib's JavaScript player, every frame embedded) must step and play there, and keep their
+pages under a size limit.
 
 Every page's prose, before and after MathJax runs, must be free of TeX: a formula that the Markdown
 parser did not recognise shows its source to the reader (see ``page_text.py``).
@@ -207,3 +209,64 @@ def test_pages_render_offline(html_root, html_pages, server, browser):
         outside = [r for r in report["resources"] if not r.startswith(server) and not r.startswith("data:")]
         assert outside == [], f"{page.name}: fetched from outside the book"
     assert pages_with_maths >= 3, "the chapters' formulas were not found"
+
+
+# The chapters that show an animation (matplotlib's JavaScript player, frames embedded as PNG),
+# and the most a page may weigh with its frames inside it.
+ANIMATED_PAGES = ("bn_transform.html", "covariate_shift.html", "train_eval.html")
+PAGE_BYTES_LIMIT = 3_000_000
+
+PLAYER_STATE = """
+const player = arguments[0], image = player.querySelector('img');
+return {src: image.src, loaded: image.complete && image.naturalWidth > 0,
+        slider: player.querySelector('input.anim-slider').value,
+        frames: Number(player.querySelector('input.anim-slider').max) + 1};
+"""
+
+
+def test_animated_pages_stay_small(html_root):
+    for name in ANIMATED_PAGES:
+        page = html_root / "book" / name
+        text = page.read_text(encoding="utf-8")
+        assert text.count('<div class="animation">') == 1, f"{name}: expected one animation"
+        assert page.stat().st_size < PAGE_BYTES_LIMIT, f"{name}: {page.stat().st_size:,} bytes"
+
+
+def click(browser, element) -> None:
+    """Click as a reader would, with the element scrolled to the middle of the window."""
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+
+
+def check_player(browser, url: str, name: str) -> None:
+    """The page's one player shows its first frame, the step button moves it on, and play keeps
+    it moving."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    players = browser.find_elements(By.CSS_SELECTOR, "div.animation")
+    assert len(players) == 1, f"{name}: expected one animation"
+    player = players[0]
+
+    def state(_=None) -> dict:
+        return browser.execute_script(PLAYER_STATE, player)
+
+    WebDriverWait(browser, 10).until(lambda _: state()["loaded"])
+    first = state()
+    assert first["src"].startswith("data:image/png;base64,") and first["slider"] == "0", name
+    assert first["frames"] >= 10, f"{name}: only {first['frames']} frames"
+    click(browser, player.find_element(By.CSS_SELECTOR, 'button[aria-label="Next frame"]'))
+    second = state()
+    assert second["slider"] == "1" and second["src"] != first["src"], f"{name}: step did nothing"
+    click(browser, player.find_element(By.CSS_SELECTOR, 'button[aria-label="Play"]'))
+    WebDriverWait(browser, 10).until(lambda _: state()["slider"] not in ("0", "1"))
+    click(browser, player.find_element(By.CSS_SELECTOR, 'button[aria-label="Pause"]'))
+    playing = state()
+    assert playing["loaded"] and playing["src"] not in (first["src"], second["src"]), name
+
+
+@pytest.mark.browser
+def test_animations_step_and_play(html_root, server, browser):
+    for name in ANIMATED_PAGES:
+        check_player(browser, f"{server}/book/{name}", name)

@@ -1,7 +1,7 @@
 """Figures (matplotlib is imported only here): training histories, comparisons and sweeps
 (:mod:`bnlib.plotting.histories`), and the diagnostics' histograms and ratios
 (:mod:`bnlib.plotting.diagnostics`). Each takes data and an optional ``ax`` and returns the
-figure."""
+figure. Animations that play offline in a page are in :mod:`bnlib.plotting.animation`."""
 
 from bnlib.plotting.diagnostics import (
     plot_activation_histograms,
